@@ -1,0 +1,43 @@
+# Two set-up commands: `make demo` runs a campaign end to end, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+
+.PHONY: demo test test-sqlite test-postgres stop server install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/notiflow demo
+
+server: $(STAMP)
+	$(BIN)/notiflow server
+
+stop:
+	@if [ -x $(BIN)/notiflow ]; then $(BIN)/notiflow stop; else echo "nothing to stop"; fi
+
+test: $(STAMP)
+	bash scripts/ensure-postgres.sh
+	$(MAKE) --no-print-directory test-sqlite test-postgres
+
+test-sqlite: $(STAMP)
+	NOTIFLOW_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q
+
+test-postgres: $(STAMP)
+	NOTIFLOW_TEST_DATABASE=postgresql NOTIFLOW_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python bench/dispatch.py
+
+clean: stop
+	rm -rf .notiflow

@@ -1,0 +1,124 @@
+"""The notification-task flow: parse file → validate → split into parts → schedule per window →
+dispatch → poll status → build report.
+
+Every entry (first start, resume, wake-up, retry) runs from the top; each step derives what is left
+from the database, so nothing is sent twice and nothing is lost.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from flows.wait import wait_until
+from models.params import NotificationTaskParams
+from models.settings import get_settings
+from models.status import TaskState
+from models.tables import utcnow
+from tasks.dispatch import DispatchResult, dispatch
+from tasks.intake import intake
+from tasks.lease import release_lease, take_lease
+from tasks.lifecycle import open_task, set_state
+from tasks.poll import poll
+from tasks.report import build_report
+from tasks.schedule import schedule
+
+
+class CampaignSummary(BaseModel):
+    task_id: int
+    accepted: int
+    rejected: int
+    counts: dict[str, int]
+    total_fee: str
+    report: str
+
+
+def _run_name() -> str:
+    params = flow_run.parameters.get("params") or {}
+    if isinstance(params, BaseModel):
+        params = params.model_dump()
+    name = params.get("name") or os.path.basename(str(params.get("task_file") or "")).rsplit(".", 1)[0]
+    return name or "notification task"
+
+
+@flow(name="notification-task", flow_run_name=_run_name, log_prints=False)
+def notification_task(params: NotificationTaskParams) -> CampaignSummary:
+    """Run one notification task from its file to its report."""
+    logger = get_run_logger()
+    run_id = str(flow_run.get_id())
+    task_id = open_task(params, run_id)
+
+    taken = intake(task_id)
+    logger.info("notification task %s: %s rows accepted, %s rejected", task_id, taken.accepted, taken.rejected)
+    planned = schedule(task_id)
+    if planned.queued or planned.delayed:
+        logger.info("scheduled %s messages to send now, %s for later windows", planned.queued, planned.delayed)
+
+    if not params.dry_run:
+        _send_and_track(task_id, run_id)
+
+    report = build_report(task_id)
+    set_state(task_id, TaskState.COMPLETED)
+    logger.info("report: %s", report.path)
+    return CampaignSummary(
+        task_id=task_id, accepted=taken.accepted, rejected=taken.rejected,
+        counts=report.counts, total_fee=report.total_fee, report=report.path,
+    )
+
+
+def _send_and_track(task_id: int, run_id: str) -> None:
+    """Dispatch what is due and poll what is out until every message has its final status."""
+    logger = get_run_logger()
+    owner = f"{run_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    take_lease(task_id, owner)
+    while True:
+        sent = _dispatch_due(task_id, owner)
+        polled = poll(task_id)
+        if polled.error:
+            logger.warning("status poll failed, will ask again: %s", polled.error)
+        due_times = [t for t in (sent.next_due_at if sent.remaining else None, polled.next_poll_at) if t]
+        if not due_times:
+            break
+        wake = min(due_times)
+        if (wake - utcnow()).total_seconds() > get_settings().max_inprocess_wait_seconds:
+            release_lease(task_id, owner)  # the run is about to leave its process
+        waiting_for_window = bool(sent.remaining) and sent.next_due_at == wake
+        wait_until(
+            wake,
+            "Waiting for window" if waiting_for_window else "Waiting for status poll",
+            f"continues at {_local(wake)} ({sent.remaining} to send, {polled.outstanding} awaiting delivery reports)",
+        )
+    release_lease(task_id, owner)
+
+
+def _dispatch_due(task_id: int, owner: str) -> DispatchResult:
+    """Send batches while messages are due; back off while the carrier is failing."""
+    logger = get_run_logger()
+    faults = 0
+    while True:
+        result = dispatch(task_id, owner)
+        if result.sent or result.refused or result.expired:
+            logger.info(
+                "batch: %s %s messages sent, %s refused, %s expired; %s left to send",
+                result.sent, result.channel, result.refused, result.expired, result.remaining,
+            )
+        if result.carrier_fault:
+            faults += 1
+            pause = min(result.retry_after or 2.0 ** faults, 30.0)
+            logger.warning("carrier fault (%s), trying again in %.0f s: %s", faults, pause, result.carrier_fault)
+            time.sleep(pause)
+            continue
+        faults = 0
+        if not result.due_now:
+            return result
+
+
+def _local(moment: datetime) -> str:
+    zone = get_settings().timezone
+    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} {zone}"

@@ -1,0 +1,29 @@
+"""Flow parameters as pydantic models: the Prefect UI draws its run form from them."""
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from models.status import Channel
+
+
+class NotificationTaskParams(BaseModel):
+    """A notification task to run: the uploaded file and its time limiter."""
+
+    task_file: str = Field(
+        description="Path of the task file (.xlsx, .xls or .csv) on the server, or an http(s) URL to download it from.",
+    )
+    name: str | None = Field(default=None, description="Task name shown in the task list; defaults to the file name.")
+    windows: list[str] = Field(
+        default_factory=lambda: ["09:00-20:00"],
+        description='Time limiter: sending windows in the subscriber\'s local time, "HH:MM-HH:MM" each (24:00 ends a day).',
+    )
+    channels: list[Channel] = Field(
+        default_factory=lambda: [Channel.SMS],
+        description="Default channel order for rows without a channel column.",
+    )
+    dry_run: bool = Field(default=False, description="Validate and plan only: store and report, send nothing.")
+    task_id: int | None = Field(
+        default=None,
+        description="Continue an existing notification task instead of creating one (nothing already sent is sent again).",
+    )
+

@@ -1,0 +1,50 @@
+"""Settings read from NOTIFLOW_* environment variables; the one place defaults live."""
+from __future__ import annotations
+
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NOTIFLOW_", extra="ignore")
+
+    home: Path = Field(default=Path(".notiflow"), description="Where the embedded database, files and reports live.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file under `home`.")
+    default_region: str = "RU"
+    timezone: str = "Europe/Moscow"
+    sandbox_url: str = "http://127.0.0.1:8765"
+    api_url: str = "http://127.0.0.1:8000"
+    prefect_port: int = 4200
+    sms_sender: str = "notiflow"
+    # Fee per SMS part, in the account's currency.
+    price_sms_part: Decimal = Decimal("2.50")
+    dispatch_batch_size: int = Field(default=500, ge=1, le=1000)
+    # Longest wait the flow spends asleep in its process; longer waits reschedule the run.
+    max_inprocess_wait_seconds: float = 60.0
+    # Seconds after sending at which delivery status is asked; empty means the provider's own schedule.
+    poll_schedule: list[float] = Field(default_factory=list)
+    max_send_attempts: int = 5
+    lease_seconds: float = 120.0
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'notiflow.db').resolve()}"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.home / "files"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

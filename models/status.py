@@ -1,0 +1,84 @@
+"""The words of the spec as enums: message statuses, channels and notification-task states."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MessageStatus(StrEnum):
+    """Report statuses, word for word from the product spec (§5)."""
+
+    CREATED = "CREATED"
+    QUEUED = "QUEUED"
+    DELAYED = "DELAYED"
+    PAUSED = "PAUSED"
+    SENT = "SENT"
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    READ = "READ"
+    UNDELIVERED = "UNDELIVERED"
+    EXPIRED = "EXPIRED"
+    ERROR = "ERROR"
+    SKIPPED = "SKIPPED"
+    CANCELED = "CANCELED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+    @property
+    def rank(self) -> int:
+        """How far along the delivery path a status is; a status never moves backwards."""
+        return _RANK[self]
+
+
+FINAL_STATUSES = frozenset(
+    {
+        MessageStatus.DELIVERED,
+        MessageStatus.READ,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.EXPIRED,
+        MessageStatus.ERROR,
+        MessageStatus.SKIPPED,
+        MessageStatus.CANCELED,
+    }
+)
+
+# Statuses of messages that have not been handed to a provider: the only ones that may be
+# cancelled, paused or expired without sending.
+UNSENT_STATUSES = frozenset(
+    {MessageStatus.CREATED, MessageStatus.QUEUED, MessageStatus.DELAYED, MessageStatus.PAUSED}
+)
+
+_RANK = {
+    MessageStatus.CREATED: 0,
+    MessageStatus.QUEUED: 1,
+    MessageStatus.DELAYED: 1,
+    MessageStatus.PAUSED: 1,
+    MessageStatus.SENT: 2,
+    MessageStatus.PENDING: 3,
+    **{status: 4 for status in FINAL_STATUSES},
+}
+
+
+class Channel(StrEnum):
+    SMS = "sms"
+    EMAIL = "email"
+    PUSH = "push"
+    VIBER = "viber"
+    WHATSAPP = "whatsapp"
+    TELEGRAM = "telegram"
+    VK = "vk"
+    OK = "ok"
+    CHAT = "chat"
+
+
+class TaskState(StrEnum):
+    """A notification task's place in the spec's task list (§3), mirroring its flow run."""
+
+    CREATED = "created"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in progress"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"

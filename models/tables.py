@@ -1,0 +1,149 @@
+"""The database tables: notification tasks, their messages, rejected rows and the status history."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Numeric, String, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.status import Channel, MessageStatus, TaskState
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend: SQLite stores no offset, so normalise on the way in and out."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: notiflow stores aware UTC times only")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere a message table outgrows 32 bits.
+_BIGINT_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _ts(**kwargs: Any) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), **kwargs))
+
+
+class NotificationTask(SQLModel, table=True):
+    """A campaign built from one uploaded file; one flow run of the notification-task deployment."""
+
+    __tablename__ = "notification_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    # Unique across databases: the prefix of every message's idempotency key at the provider.
+    uid: str = Field(sa_column=Column(String(32), unique=True, nullable=False))
+    name: str = Field(sa_column=Column(String(255), nullable=False, index=True))
+    file: str = Field(sa_column=Column(Text, nullable=False))
+    source_file: str = Field(sa_column=Column(Text, nullable=False))
+    windows: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    channels: list[str] = Field(default_factory=lambda: [Channel.SMS.value], sa_column=Column(JSON, nullable=False))
+    dry_run: bool = False
+    state: TaskState = Field(default=TaskState.CREATED, sa_column=Column(String(16), nullable=False, index=True))
+    state_description: str = ""
+    flow_run_id: str | None = Field(default=None, sa_column=Column(String(36), unique=True))
+    counts: dict[str, int] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    accepted: int = 0
+    rejected: int = 0
+    unknown_columns: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    report_path: str | None = Field(default=None, sa_column=Column(Text))
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(128)))
+    lease_expires_at: datetime | None = _ts()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    ingested_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+
+
+class Message(SQLModel, table=True):
+    """One recipient on one channel: what is sent, when, what it costs and what became of it."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        UniqueConstraint("task_id", "row", "channel", name="uq_message_task_row_channel"),
+        Index("ix_message_task_status_scheduled", "task_id", "status", "scheduled_at"),
+        Index("ix_message_task_poll", "task_id", "next_poll_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
+    task_id: int = Field(foreign_key="notification_task.id", nullable=False)
+    row: int = Field(nullable=False, description="Excel row number in the task file (header is row 1)")
+    recipient: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    channel: Channel = Field(sa_column=Column(String(16), nullable=False))
+    sender: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    encoding: str = Field(default="GSM-7", sa_column=Column(String(8), nullable=False))
+    parts: int = 1
+    fee: Decimal = Field(default=Decimal("0"), sa_column=Column(Numeric(14, 4), nullable=False))
+    status: MessageStatus = Field(default=MessageStatus.CREATED, sa_column=Column(String(16), nullable=False))
+    status_description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    provider: str | None = Field(default=None, sa_column=Column(String(32)))
+    provider_message_id: str | None = Field(default=None, sa_column=Column(String(128), index=True))
+    external_id: str | None = Field(default=None, sa_column=Column(Text))
+    bulk_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    group_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    flow_id: str | None = Field(default=None, sa_column=Column(String(255)))
+    variables: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    time_zone: str | None = Field(default=None, sa_column=Column(String(64)))
+    validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
+    # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the
+    # outcome is unknown (handed_at set, no provider id) and must be reconciled, not blindly resent.
+    attempts: int = 0
+    handed_at: datetime | None = _ts()
+    handed_by: str | None = Field(default=None, sa_column=Column(String(128)))
+    poll_count: int = 0
+    next_poll_at: datetime | None = _ts()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    scheduled_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
+    delivered_at: datetime | None = _ts()
+    expires_at: datetime | None = _ts()
+    # Every bulk status change stamps its rows with one unique time, so the history can be appended by it.
+    status_updated_at: datetime | None = _ts(index=True)
+
+
+class Rejection(SQLModel, table=True):
+    """A task-file row (or one of its fields) that was not accepted, and why."""
+
+    __tablename__ = "rejection"
+    __table_args__ = (UniqueConstraint("task_id", "row", "column", "code", name="uq_rejection"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(foreign_key="notification_task.id", nullable=False, index=True)
+    row: int
+    column: str = Field(sa_column=Column(String(255), nullable=False))
+    code: str = Field(sa_column=Column(String(64), nullable=False))
+    value: str = Field(default="", sa_column=Column(Text, nullable=False))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class StatusEvent(SQLModel, table=True):
+    """Append-only history of every status a message took: when, from where, and why."""
+
+    __tablename__ = "status_event"
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
+    message_id: int = Field(nullable=False, index=True)
+    task_id: int = Field(nullable=False, index=True)
+    status: MessageStatus = Field(sa_column=Column(String(16), nullable=False))
+    description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    source: str = Field(sa_column=Column(String(32), nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

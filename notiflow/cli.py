@@ -1,0 +1,188 @@
+"""The `notiflow` command: run and check notification tasks, and run the stack they need."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import notiflow  # noqa: F401  (sets Prefect's environment before Prefect is imported)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from models.errors import NotiflowError
+from models.params import NotificationTaskParams
+from models.settings import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multichannel notification campaigns on Prefect.")
+out = Console()
+err = Console(stderr=True)
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, default=str) + "\n")
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="The task file: .xlsx, .xls or .csv")],
+    name: Annotated[Optional[str], typer.Option(help="Task name (default: the file name)")] = None,
+    window: Annotated[Optional[list[str]], typer.Option("--window", help='Sending window "HH:MM-HH:MM", repeatable (default 09:00-20:00)')] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, plan and report; send nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Give up following after this many seconds")] = None,
+) -> None:
+    """Create a notification task from FILE, run it as a notification-task deployment run, follow it."""
+    from notiflow.follow import follow, start_run, summary, ui_url
+    from tasks.windows import parse_windows
+
+    if not file.is_file():
+        raise NotiflowError(f"task file {str(file)!r} does not exist")
+    windows = window or ["09:00-20:00"]
+    try:
+        parse_windows(windows)
+    except ValueError as exc:
+        raise NotiflowError(f"--window: {exc}") from exc
+    params = NotificationTaskParams(task_file=str(file.resolve()), name=name, windows=windows, dry_run=dry_run)
+    flow_run = start_run(params)
+    if not as_json:
+        out.print(f"flow run [bold]{flow_run.name}[/]: {ui_url(flow_run.id)}")
+    finished = follow(flow_run.id, console=None if as_json else err)
+    result = summary(finished)
+    if as_json:
+        _emit(result)
+    else:
+        _print_summary(result)
+    if result["state"] not in ("COMPLETED", "SCHEDULED"):
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def check(
+    file: Annotated[Path, typer.Argument(help="The task file: .xlsx, .xls or .csv")],
+    now: Annotated[Optional[str], typer.Option(help="Plan as if it were this time (ISO 8601)")] = None,
+    window: Annotated[Optional[list[str]], typer.Option("--window", help='Sending window "HH:MM-HH:MM", repeatable')] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every row's plan as JSON")] = False,
+) -> None:
+    """Validate and plan FILE without storing or sending anything."""
+    from tasks.check import check_file
+
+    moment = None
+    if now:
+        try:
+            moment = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise NotiflowError(f"--now {now!r} is not an ISO 8601 time such as 2026-11-26T09:00:00+03:00") from exc
+        if moment.tzinfo is None:
+            from zoneinfo import ZoneInfo
+
+            moment = moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
+    try:
+        result = check_file(file, now=moment, windows=window or ["09:00-20:00"])
+    except ValueError as exc:
+        raise NotiflowError(str(exc)) from exc
+    if as_json:
+        _emit(result)
+        return
+    out.print(f"{result['accepted']} rows accepted, {result['rejected']} rejected")
+    if result["unknown_columns"]:
+        out.print(f"unknown columns (ignored): {', '.join(result['unknown_columns'])}")
+    for channel, fee in result["estimated_fee"].items():
+        out.print(f"estimated fee, {channel}: {fee}")
+    for row in result["rows"]:
+        for error in row["errors"]:
+            out.print(f"  {error['message']}")
+
+
+@app.command()
+def segments(
+    text: Annotated[str, typer.Argument(help="The SMS text")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """How TEXT is encoded and into how many SMS parts it splits."""
+    from tasks.segment import segment
+
+    result = segment(text)
+    data = {"encoding": result.encoding, "parts": result.part_count, "units": result.units}
+    if as_json:
+        _emit(data)
+    else:
+        out.print(f"{data['encoding']}, {data['units']} units, {data['parts']} part(s)")
+
+
+@app.command()
+def server() -> None:
+    """Run the Prefect server, sandbox carrier and API (reusing any already up) and serve the deployments."""
+    from notiflow.stack import serve_forever
+
+    serve_forever()
+
+
+@app.command()
+def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")] = 1000) -> None:
+    """Start the stack in the background, run a sample notification task end to end, print what happened."""
+    from notiflow.follow import follow, rejections, start_run, summary, ui_url
+    from notiflow.sample import write_sample
+    from notiflow.stack import ensure_background_server
+
+    settings = get_settings()
+    with err.status("starting the Prefect server, sandbox carrier and API (first start takes ~20 s)…"):
+        started = ensure_background_server()
+    out.print("notiflow server " + ("started in the background" if started else "already running: reusing it"))
+    sample = write_sample(settings.home.resolve() / "demo" / "sample-task.xlsx", rows=rows)
+    out.print(f"sample task file: {sample} ({rows} rows, some wrong on purpose)")
+    # An all-day window so the demo finishes at any hour; real campaigns default to 09:00-20:00 local time.
+    params = NotificationTaskParams(task_file=str(sample), name="demo campaign", windows=["00:00-24:00"])
+    flow_run = start_run(params)
+    out.print(f"flow run [bold]{flow_run.name}[/]: {ui_url(flow_run.id)}")
+    finished = follow(flow_run.id, console=err, timeout=600)
+    result = summary(finished)
+    _print_summary(result)
+    if result["task_id"] is not None:
+        table = Table(title="Rejected rows", show_lines=False)
+        for column in ("row", "column", "reason"):
+            table.add_column(column)
+        for rejection in rejections(result["task_id"]):
+            table.add_row(str(rejection.row), rejection.column, rejection.reason)
+        out.print(table)
+    out.print(f"\nOpen the run in the Prefect UI: {result['ui_url']}")
+    out.print("The Prefect server and sandbox carrier keep running in the background; stop them with [bold]make stop[/].")
+    if result["state"] != "COMPLETED":
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the background server `make demo` started (and only what it started)."""
+    from notiflow.stack import stop_background_server
+
+    out.print(stop_background_server())
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    table = Table(title=f"notification task {result['task_id']}: {result['state_name']}")
+    table.add_column("status")
+    table.add_column("messages", justify="right")
+    for status, number in result["counts"].items():
+        table.add_row(status, str(number))
+    table.add_row("rejected rows", str(result["rejected"]))
+    out.print(table)
+    if result.get("state_message") and result["state"] != "COMPLETED":
+        out.print(f"state: {result['state_name']} — {result['state_message']}")
+    if result["report"]:
+        out.print(f"report: {result['report']}")
+    out.print(f"flow run: {result['ui_url']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except NotiflowError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

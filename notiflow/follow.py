@@ -1,0 +1,124 @@
+"""Starts notification-task deployment runs and follows them to their end, reading progress from the database."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import FlowRun
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import func, select
+
+from deployments import NOTIFICATION_TASK
+from models.db import session_scope
+from models.errors import NotiflowError
+from models.params import NotificationTaskParams
+from models.status import FINAL_STATUSES
+from models.tables import Message, NotificationTask, Rejection
+from notiflow.stack import is_up
+
+WAITING_STATES = ("Waiting for window", "Waiting for status poll")
+
+
+def ui_url(flow_run_id: UUID | str) -> str:
+    base = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
+    return f"{base}/runs/flow-run/{flow_run_id}"
+
+
+def start_run(params: NotificationTaskParams) -> FlowRun:
+    """Create a run of the notification-task deployment; the served runner picks it up."""
+    from prefect.deployments import run_deployment
+
+    api = os.environ["PREFECT_API_URL"]
+    if not is_up(f"{api.rstrip('/')}/health"):
+        raise NotiflowError(f"the Prefect server at {api} is not answering: start it with `notiflow server` (or `make demo`)")
+    try:
+        return run_deployment(NOTIFICATION_TASK, parameters={"params": params.model_dump(mode="json")}, timeout=0)
+    except Exception as exc:
+        if "not found" in str(exc).lower() or "404" in str(exc):
+            raise NotiflowError(f"deployment {NOTIFICATION_TASK} is not registered: start `notiflow server` first") from exc
+        raise
+
+
+def follow(flow_run_id: UUID, *, console: Console | None, timeout: float | None = None) -> FlowRun:
+    """Wait until the run ends (or waits for a later window or poll), showing a progress bar on `console`."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    progress = None
+    if console is not None:
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(), console=console, transient=False,
+        )
+        bar = progress.add_task("Scheduled", total=None, detail="")
+        progress.start()
+    try:
+        with get_client(sync_client=True) as client:
+            while True:
+                run = client.read_flow_run(flow_run_id)
+                state = run.state
+                if progress is not None and state is not None:
+                    done, total, detail = _progress(str(flow_run_id))
+                    progress.update(bar, description=state.name, completed=done, total=total or None, detail=detail)
+                if state is not None and (state.is_final() or (state.is_scheduled() and state.name in WAITING_STATES)):
+                    return run
+                if deadline is not None and time.monotonic() > deadline:
+                    raise NotiflowError(f"flow run {flow_run_id} did not end within {timeout:.0f} s; see {ui_url(flow_run_id)}")
+                time.sleep(1.0)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _progress(flow_run_id: str) -> tuple[int, int, str]:
+    with session_scope() as session:
+        task = session.scalar(select(NotificationTask).where(NotificationTask.flow_run_id == flow_run_id))
+        if task is None:
+            return 0, 0, "starting"
+        done = session.scalar(
+            select(func.count()).where(Message.task_id == task.id, Message.status.in_([s.value for s in FINAL_STATUSES]))
+        ) or 0
+        sent = session.scalar(
+            select(func.count()).where(Message.task_id == task.id, Message.provider_message_id.is_not(None))
+        ) or 0
+    if task.ingested_at is None:
+        return 0, 0, "reading the task file"
+    return done, task.accepted, f"{sent} sent, {done} final"
+
+
+def summary(run: FlowRun) -> dict[str, Any]:
+    """`notiflow run --json`'s shape (a stable contract)."""
+    with session_scope() as session:
+        task = session.scalar(select(NotificationTask).where(NotificationTask.flow_run_id == str(run.id)))
+        counts: dict[str, int] = {}
+        rejected = 0
+        if task is not None:
+            counts = {
+                status: number
+                for status, number in session.execute(
+                    select(Message.status, func.count()).where(Message.task_id == task.id).group_by(Message.status)
+                ).all()
+            }
+            rejected = session.scalar(select(func.count(func.distinct(Rejection.row))).where(Rejection.task_id == task.id)) or 0
+    state = run.state
+    return {
+        "task_id": task.id if task else None,
+        "flow_run_id": str(run.id),
+        "state": state.type.value if state else None,
+        "state_name": state.name if state else None,
+        "state_message": state.message if state else None,
+        "counts": dict(sorted(counts.items())),
+        "rejected": rejected,
+        "report": task.report_path if task else None,
+        "ui_url": ui_url(run.id),
+    }
+
+
+def rejections(task_id: int, limit: int | None = None) -> list[Rejection]:
+    with session_scope() as session:
+        query = select(Rejection).where(Rejection.task_id == task_id).order_by(Rejection.row, Rejection.id)
+        if limit:
+            query = query.limit(limit)
+        return list(session.scalars(query))

@@ -1,0 +1,62 @@
+"""Check a task file without storing or sending anything: what would be accepted, when it would go out."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from models.settings import get_settings
+from models.status import Channel
+from tasks.parse import read_task_file
+from tasks.segment import count
+from tasks.validate import Columns, ValidRow, validate_rows
+from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
+
+
+def check_file(
+    path: str | Path,
+    *,
+    now: datetime | None = None,
+    windows: Sequence[str] = DEFAULT_WINDOWS,
+    channel: Channel = Channel.SMS,
+) -> dict[str, Any]:
+    """The plan for every row, in `notiflow check --json`'s shape (a stable contract)."""
+    settings = get_settings()
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    parsed_windows = parse_windows(windows)
+    task_file = read_task_file(path)
+    columns = Columns.from_header(task_file.header)
+    rows: list[dict[str, Any]] = []
+    accepted = rejected = 0
+    fees: dict[str, float] = {}
+    for result in validate_rows(
+        task_file.rows, columns, region=settings.default_region, account_zone=settings.timezone,
+        default_channel=channel, default_sender=settings.sms_sender,
+    ):
+        if isinstance(result, ValidRow):
+            accepted += 1
+            encoding, units, parts = count(result.text)
+            send_at = next_send_time(now, parsed_windows, result.time_zone)
+            fee = settings.price_sms_part * parts
+            fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(fee)
+            rows.append({
+                "row": result.row, "accepted": True, "phone": result.recipient, "channel": result.channel.value,
+                "encoding": encoding, "parts": parts, "units": units, "fee": str(fee), "time_zone": result.time_zone,
+                "scheduled_at": _iso(send_at), "expires_at": _iso(send_at + timedelta(minutes=result.validity_period)),
+                "errors": [],
+            })
+        else:
+            rejected += 1
+            rows.append({
+                "row": result[0].row, "accepted": False,
+                "errors": [{"column": e.column, "code": e.code, "value": e.value, "message": str(e)} for e in result],
+            })
+    return {
+        "accepted": accepted, "rejected": rejected, "unknown_columns": columns.unknown,
+        "estimated_fee": {k: f"{v:.2f}" for k, v in fees.items()}, "rows": rows,
+    }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")

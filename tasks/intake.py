@@ -1,0 +1,111 @@
+"""Intake: parse the task file, validate every row and split texts into parts, streaming into the database."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from itertools import islice
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from models.db import get_engine, insert_new, session_scope
+from models.history import log_changes_at, unique_stamp
+from models.settings import get_settings
+from models.status import Channel, MessageStatus
+from models.tables import Message, NotificationTask, Rejection, utcnow
+from tasks.parse import read_task_file
+from tasks.segment import count
+from tasks.validate import Columns, RowError, ValidRow, validate_rows
+
+CHUNK_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    accepted: int
+    rejected: int
+    unknown_columns: list[str]
+
+
+@task(name="parse and validate", cache_policy=NO_CACHE)
+def intake(task_id: int) -> IntakeResult:
+    """Store every accepted row as a CREATED message and every refused one as a rejection.
+
+    Safe to run again: a finished intake is not repeated, and a half-finished one (a killed process)
+    goes on where it stopped, because rows already stored are skipped by their unique key.
+    """
+    settings = get_settings()
+    engine = get_engine()
+    with Session(engine) as session:
+        notification_task = session.get(NotificationTask, task_id)
+        assert notification_task is not None, f"notification task {task_id} does not exist"
+        if notification_task.ingested_at is not None:
+            return IntakeResult(notification_task.accepted, notification_task.rejected, notification_task.unknown_columns)
+        path, channels = notification_task.file, notification_task.channels
+
+    task_file = read_task_file(path)
+    columns = Columns.from_header(task_file.header)
+    results = validate_rows(
+        task_file.rows,
+        columns,
+        region=settings.default_region,
+        account_zone=settings.timezone,
+        default_channel=Channel(channels[0]),
+        default_sender=settings.sms_sender,
+    )
+    while chunk := list(islice(results, CHUNK_ROWS)):
+        now = unique_stamp()
+        messages = [_message(task_id, r, now, settings.price_sms_part) for r in chunk if isinstance(r, ValidRow)]
+        rejections = [_rejection(task_id, e) for r in chunk if not isinstance(r, ValidRow) for e in r]
+        with session_scope(engine) as session:
+            insert_new(session, Message, messages)
+            insert_new(session, Rejection, rejections)
+            log_changes_at(session, now, "intake")
+
+    with session_scope(engine) as session:
+        accepted = session.scalar(select(func.count()).select_from(Message).where(Message.task_id == task_id)) or 0
+        rejected = session.scalar(
+            select(func.count(func.distinct(Rejection.row))).where(Rejection.task_id == task_id)
+        ) or 0
+        notification_task = session.get(NotificationTask, task_id)
+        assert notification_task is not None
+        notification_task.accepted, notification_task.rejected = accepted, rejected
+        notification_task.unknown_columns = columns.unknown
+        notification_task.ingested_at = utcnow()
+        session.add(notification_task)
+    return IntakeResult(accepted, rejected, columns.unknown)
+
+
+def _message(task_id: int, row: ValidRow, now: Any, price_per_part: Decimal) -> dict[str, Any]:
+    encoding, _units, parts = count(row.text)
+    return {
+        "task_id": task_id,
+        "row": row.row,
+        "recipient": row.recipient,
+        "channel": row.channel.value,
+        "sender": row.sender,
+        "text": row.text,
+        "encoding": encoding,
+        "parts": parts,
+        "fee": price_per_part * parts,
+        "status": MessageStatus.CREATED.value,
+        "status_description": "created, not sent",
+        "external_id": row.external_id,
+        "bulk_id": row.bulk_id,
+        "group_id": row.group_id,
+        "flow_id": row.flow_id,
+        "variables": row.variables,
+        "time_zone": row.time_zone,
+        "validity_period": row.validity_period,
+        "attempts": 0,
+        "poll_count": 0,
+        "created_at": now,
+        "status_updated_at": now,
+    }
+
+
+def _rejection(task_id: int, error: RowError) -> dict[str, Any]:
+    return {"task_id": task_id, "row": error.row, "column": error.column, "code": error.code, "value": error.value, "reason": error.reason}

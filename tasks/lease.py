@@ -1,0 +1,66 @@
+"""The lease on a notification task: only its holder dispatches, so two processes never send one task."""
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import or_, update
+from sqlmodel import Session
+
+from models.db import session_scope
+from models.errors import LeaseHeld
+from models.settings import get_settings
+from models.tables import NotificationTask, utcnow
+
+
+def renew_lease(session: Session, task_id: int, owner: str) -> None:
+    """Extend the lease held by `owner`; raise LeaseHeld if someone else took it meanwhile."""
+    expires = utcnow() + timedelta(seconds=get_settings().lease_seconds)
+    renewed = session.execute(
+        update(NotificationTask)
+        .where(NotificationTask.id == task_id, NotificationTask.lease_owner == owner)
+        .values(lease_expires_at=expires)
+    ).rowcount
+    if not renewed:
+        raise LeaseHeld(f"notification task {task_id}: the dispatch lease of {owner} was taken over; stopping this process")
+
+
+@task(name="take lease", cache_policy=NO_CACHE)
+def take_lease(task_id: int, owner: str, wait_seconds: float | None = None) -> None:
+    """Take the task's lease, waiting for a live holder's lease to run out (a process still in a batch)."""
+    settings = get_settings()
+    deadline = time.monotonic() + (settings.lease_seconds + 5 if wait_seconds is None else wait_seconds)
+    while True:
+        now = utcnow()
+        with session_scope() as session:
+            taken = session.execute(
+                update(NotificationTask)
+                .where(
+                    NotificationTask.id == task_id,
+                    or_(
+                        NotificationTask.lease_owner.is_(None),
+                        NotificationTask.lease_owner == owner,
+                        NotificationTask.lease_expires_at < now,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=settings.lease_seconds))
+            ).rowcount
+        if taken:
+            return
+        if time.monotonic() > deadline:
+            raise LeaseHeld(
+                f"notification task {task_id} is being dispatched by another process; wait for it to finish or cancel its run"
+            )
+        time.sleep(1.0)
+
+
+@task(name="release lease", cache_policy=NO_CACHE)
+def release_lease(task_id: int, owner: str) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(NotificationTask)
+            .where(NotificationTask.id == task_id, NotificationTask.lease_owner == owner)
+            .values(lease_owner=None, lease_expires_at=None)
+        )

@@ -1,0 +1,103 @@
+"""The notification task's record: created for a flow run, its state kept in step with the run."""
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import httpx
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import select
+
+from models.db import session_scope
+from models.errors import TaskFileError, TaskNotFound
+from models.params import NotificationTaskParams
+from models.settings import get_settings
+from models.status import TaskState
+from models.tables import NotificationTask, utcnow
+from tasks.windows import DEFAULT_WINDOWS, parse_windows
+
+
+@task(name="open notification task", cache_policy=NO_CACHE)
+def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
+    """The task this flow run works on: found again on every re-entry (resume, wake-up, retry), else created.
+
+    The file is copied under the task's own name on creation, so a re-run reads exactly what the
+    first run read, whatever happened to the original since.
+    """
+    with session_scope() as session:
+        if params.task_id is not None:
+            existing = session.get(NotificationTask, params.task_id)
+            if existing is None:
+                raise TaskNotFound(f"notification task {params.task_id} does not exist; list tasks with `notiflow tasks`")
+            existing.flow_run_id = flow_run_id
+        else:
+            existing = session.scalar(select(NotificationTask).where(NotificationTask.flow_run_id == flow_run_id))
+        if existing is not None:
+            if existing.state not in (TaskState.COMPLETED, TaskState.CANCELLED):
+                existing.state, existing.state_description = TaskState.IN_PROGRESS, ""
+            existing.started_at = existing.started_at or utcnow()
+            session.add(existing)
+            session.flush()
+            assert existing.id is not None
+            return existing.id
+
+    windows = params.windows or list(DEFAULT_WINDOWS)
+    try:
+        parse_windows(windows)
+    except ValueError as exc:
+        raise TaskFileError(f"time limiter: {exc}") from exc
+    uid = uuid.uuid4().hex
+    stored = _store_file(params.task_file, uid)
+    with session_scope() as session:
+        created = NotificationTask(
+            uid=uid,
+            name=params.name or Path(params.task_file.split("?")[0]).stem or "notification task",
+            file=str(stored),
+            source_file=params.task_file,
+            windows=windows,
+            channels=[c.value for c in params.channels],
+            dry_run=params.dry_run,
+            state=TaskState.IN_PROGRESS,
+            flow_run_id=flow_run_id,
+            started_at=utcnow(),
+        )
+        session.add(created)
+        session.flush()
+        assert created.id is not None
+        return created.id
+
+
+@task(name="set task state", cache_policy=NO_CACHE)
+def set_state(task_id: int, state: TaskState, description: str = "") -> None:
+    with session_scope() as session:
+        notification_task = session.get(NotificationTask, task_id)
+        assert notification_task is not None
+        notification_task.state, notification_task.state_description = state, description
+        if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
+            notification_task.finished_at = utcnow()
+        session.add(notification_task)
+
+
+def _store_file(source: str, uid: str) -> Path:
+    files = get_settings().files_dir.resolve()
+    files.mkdir(parents=True, exist_ok=True)
+    if source.startswith(("http://", "https://")):
+        suffix = Path(httpx.URL(source).path).suffix or ".xlsx"
+        target = files / f"{uid}{suffix}"
+        try:
+            with httpx.stream("GET", source, follow_redirects=True, timeout=60) as response:
+                response.raise_for_status()
+                with target.open("wb") as out:
+                    for block in response.iter_bytes():
+                        out.write(block)
+        except httpx.HTTPError as exc:
+            raise TaskFileError(f"task file {source!r} could not be downloaded ({exc}); check the URL") from exc
+        return target
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise TaskFileError(f"task file {source!r} does not exist on the server; give a path the server can read or an http(s) URL")
+    target = files / f"{uid}{path.suffix.lower()}"
+    shutil.copyfile(path, target)
+    return target

@@ -1,0 +1,102 @@
+"""Poll status: ask the provider about sent messages on a growing schedule, last 24 h after sending."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy import and_, func, select, update
+
+from models.db import session_scope
+from models.history import record_each
+from models.settings import get_settings
+from models.status import FINAL_STATUSES, Channel, MessageStatus
+from models.tables import Message, utcnow
+from providers.base import ProviderError
+from tasks.routing import provider_for
+from tasks.schedule import DUE_SLACK
+from tasks.track import apply_reports
+
+POLL_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class PollResult:
+    updated: int
+    outstanding: int
+    next_poll_at: datetime | None
+    error: str | None = None
+
+
+@task(name="poll status", cache_policy=NO_CACHE)
+def poll(task_id: int, channel: str = Channel.SMS.value) -> PollResult:
+    """Ask about every message whose poll is due; messages past their last poll end UNDELIVERED."""
+    provider = provider_for(Channel(channel))
+    schedule = get_settings().poll_schedule or list(provider.poll_schedule)
+    not_final = and_(
+        Message.task_id == task_id,
+        Message.channel == channel,
+        Message.provider_message_id.is_not(None),
+        Message.status.not_in([s.value for s in FINAL_STATUSES]),
+    )
+    updated, error = 0, None
+    last_id = 0
+    with provider:
+        while True:
+            now = utcnow()
+            with session_scope() as session:
+                due = session.execute(
+                    select(Message.id, Message.provider_message_id, Message.sent_at, Message.poll_count)
+                    .where(not_final, Message.next_poll_at <= now + DUE_SLACK, Message.id > last_id)
+                    .order_by(Message.id)
+                    .limit(POLL_CHUNK)
+                ).all()
+            if not due:
+                break
+            last_id = due[-1].id
+            try:
+                reports = provider.poll([m.provider_message_id for m in due])
+            except ProviderError as exc:
+                error = str(exc)
+                break
+            with session_scope() as session:
+                updated += apply_reports(session, provider.name, reports, "poll")
+                _plan_next_polls(session, due, schedule, now)
+    with session_scope() as session:
+        outstanding, next_poll = session.execute(
+            select(func.count(), func.min(Message.next_poll_at)).where(not_final)
+        ).one()
+    return PollResult(updated=updated, outstanding=outstanding or 0, next_poll_at=next_poll, error=error)
+
+
+def _plan_next_polls(session: Any, polled: list[Any], schedule: list[float], now: datetime) -> None:
+    """Set each still-open message's next poll; one past its last poll gets a final status."""
+    still_open = {
+        row.id
+        for row in session.execute(
+            select(Message.id).where(
+                Message.id.in_([m.id for m in polled]),
+                Message.status.not_in([s.value for s in FINAL_STATUSES]),
+            )
+        )
+    }
+    given_up: list[dict[str, Any]] = []
+    next_polls: list[dict[str, Any]] = []
+    for message in polled:
+        if message.id not in still_open:
+            continue
+        count = message.poll_count + 1
+        if count >= len(schedule):
+            given_up.append({
+                "id": message.id, "status": MessageStatus.UNDELIVERED.value, "next_poll_at": None,
+                "poll_count": count,
+                "status_description": f"no delivery report {timedelta(seconds=schedule[-1])} after sending",
+            })
+            continue
+        next_at = max(message.sent_at + timedelta(seconds=schedule[count]), now + timedelta(seconds=1))
+        next_polls.append({"id": message.id, "poll_count": count, "next_poll_at": next_at})
+    if next_polls:
+        session.execute(update(Message), next_polls)
+    record_each(session, given_up, "poll")

@@ -1,0 +1,247 @@
+"""Validates task-file rows: each row becomes a message to store or a list of reasons it was refused."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import phonenumbers
+from phonenumbers import timezone as phone_zones
+
+from models.errors import TaskFileError
+from models.status import Channel
+from tasks.windows import zone_for
+
+# Canonical column → the header spellings that mean it (after normalise_header).
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "phone": ("phone", "phone number"),
+    "text": ("text", "message content"),
+    "channel": ("channel",),
+    "from": ("from", "from name", "display name"),
+    "external id": ("external id",),
+    "bulk id": ("bulk id",),
+    "group id": ("group id",),
+    "flow id": ("flow id",),
+    "variables": ("variables",),
+    "validity period": ("validity period",),
+}
+_ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
+CONNECTED_CHANNELS = frozenset({Channel.SMS})
+VALIDITY_RANGE = (1, 2880)
+DEFAULT_VALIDITY = 1440
+_PHONE_JUNK = re.compile(r"[\s\u00a0\u2000-\u200f\u202f\u2060\ufeff()\-.]")
+
+
+def normalise_header(header: str) -> str:
+    """`Send At`, ` send at `, `send_at` and `SEND-AT` all name the same column."""
+    return " ".join(re.sub(r"[_\-]", " ", str(header)).lower().split())
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int
+    column: str
+    code: str
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f'row {self.row}, column "{self.column}": {self.reason}'
+
+
+@dataclass
+class ValidRow:
+    row: int
+    recipient: str
+    channel: Channel
+    text: str
+    sender: str
+    time_zone: str
+    validity_period: int
+    external_id: str | None = None
+    bulk_id: str | None = None
+    group_id: str | None = None
+    flow_id: str | None = None
+    variables: dict[str, Any] | None = None
+
+
+@dataclass
+class Columns:
+    """Where each known column sits in the header, and which headers were not recognised."""
+
+    index: dict[str, int]
+    unknown: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_header(cls, header: Sequence[str]) -> Columns:
+        index: dict[str, int] = {}
+        unknown: list[str] = []
+        for position, raw in enumerate(header):
+            if not raw:
+                continue
+            name = _ALIASES.get(normalise_header(raw))
+            if name is None:
+                unknown.append(raw)
+            elif name not in index:
+                index[name] = position
+        if "phone" not in index:
+            raise TaskFileError(
+                f"the task file has no recipient column: add a column named \"phone\" (found: {', '.join(h for h in header if h) or 'nothing'})"
+            )
+        return cls(index=index, unknown=unknown)
+
+
+def _shorten(value: Any, limit: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _cell(values: Sequence[Any], position: int | None) -> Any:
+    if position is None or position >= len(values):
+        return None
+    value = values[position]
+    if isinstance(value, str):
+        value = value.strip()
+        return value or None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class _Row:
+    """One row under validation: collects every error instead of stopping at the first."""
+
+    def __init__(self, number: int, values: Sequence[Any], columns: Columns):
+        self.number = number
+        self.values = values
+        self.columns = columns
+        self.errors: list[RowError] = []
+
+    def get(self, name: str) -> Any:
+        return _cell(self.values, self.columns.index.get(name))
+
+    def fail(self, column: str, code: str, value: Any, reason: str) -> None:
+        self.errors.append(RowError(self.number, column, code, _shorten("" if value is None else value), reason))
+
+
+def clean_phone(value: Any, region: str) -> phonenumbers.PhoneNumber:
+    """Parse a phone cell (text or a numeric Excel cell) into a valid number, or raise ValueError."""
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a phone number")
+        value = str(int(value))
+    text = _PHONE_JUNK.sub("", str(value))
+    if text.lower().startswith("tel:"):
+        text = text[4:]
+    if re.search(r"[A-Za-z]", text):
+        raise ValueError("contains letters; write the number in digits")
+    if region == "RU" and len(text) == 11 and text.startswith("8"):
+        text = "+7" + text[1:]
+    elif re.fullmatch(r"\d{11,15}", text):
+        # A long number without + is international in every file we have seen (79123456789).
+        text = "+" + text
+    number = phonenumbers.parse(text, region)
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number")
+    return number
+
+
+def validate_rows(
+    rows: Iterable[tuple[int, Sequence[Any]]],
+    columns: Columns,
+    *,
+    region: str,
+    account_zone: str,
+    default_channel: Channel,
+    default_sender: str,
+) -> Iterator[ValidRow | list[RowError]]:
+    """Yield, for each non-blank row, either the message it asks for or every reason it was refused."""
+    for number, values in rows:
+        if not any(v not in (None, "") for v in values):
+            continue
+        yield _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender)
+
+
+def _validate_row(
+    row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str
+) -> ValidRow | list[RowError]:
+    raw_phone = row.get("phone")
+    recipient, zone = "", account_zone
+    if raw_phone is None:
+        row.fail("phone", "missing_phone", None, "is empty; every message needs the recipient's phone")
+    else:
+        try:
+            number = clean_phone(raw_phone, region)
+        except (ValueError, phonenumbers.NumberParseException) as exc:
+            row.fail("phone", "invalid_phone", raw_phone, f"{_shorten(raw_phone)!r} {exc}")
+        else:
+            recipient = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+            zone = zone_for(
+                phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone
+            )
+
+    raw_channel = row.get("channel")
+    channel = default_channel
+    if raw_channel is not None:
+        try:
+            channel = Channel(str(raw_channel).strip().lower())
+        except ValueError:
+            row.fail("channel", "invalid_channel", raw_channel, f"{_shorten(raw_channel)!r} is not a channel; use one of {', '.join(c.value for c in Channel)}")
+    if channel not in CONNECTED_CHANNELS:
+        row.fail("channel", "channel_not_connected", channel.value, f"{channel.value} is not connected yet; use {', '.join(sorted(c.value for c in CONNECTED_CHANNELS))}")
+
+    text = _text(row.get("text"))
+    if text is None:
+        row.fail("text", "missing_text", None, "is empty; write the message text")
+
+    validity = DEFAULT_VALIDITY
+    raw_validity = row.get("validity period")
+    if raw_validity is not None:
+        try:
+            validity = int(float(str(raw_validity)))
+            if float(str(raw_validity)) != validity:
+                raise ValueError
+        except ValueError:
+            row.fail("validity period", "invalid_validity_period", raw_validity, f"{_shorten(raw_validity)!r} is not a whole number of minutes")
+        else:
+            low, high = VALIDITY_RANGE
+            if not low <= validity <= high:
+                row.fail("validity period", "validity_period_out_of_range", raw_validity, f"{validity} is outside {low}–{high} minutes")
+
+    variables = None
+    raw_variables = row.get("variables")
+    if raw_variables is not None:
+        try:
+            variables = json.loads(str(raw_variables))
+            if not isinstance(variables, dict):
+                raise ValueError
+        except ValueError:
+            row.fail("variables", "invalid_variables", raw_variables, 'is not a JSON object like {"name": "Anna"}')
+
+    if row.errors:
+        return row.errors
+    return ValidRow(
+        row=row.number,
+        recipient=recipient,
+        channel=channel,
+        text=text or "",
+        sender=_text(row.get("from")) or default_sender,
+        time_zone=zone,
+        validity_period=validity,
+        external_id=_text(row.get("external id")),
+        bulk_id=_text(row.get("bulk id")),
+        group_id=_text(row.get("group id")),
+        flow_id=_text(row.get("flow id")),
+        variables=variables,
+    )

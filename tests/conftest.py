@@ -1,0 +1,125 @@
+"""Test session set-up: a fresh database (SQLite or PostgreSQL), free ports and, for end-to-end tests,
+one real `notiflow server` (Prefect server, sandbox carrier, API, served deployments) per session.
+
+The environment is set at import time: Prefect and notiflow read their settings once.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_HOME = Path(tempfile.mkdtemp(prefix="notiflow-test-"))
+_DATABASE = os.environ.get("NOTIFLOW_TEST_DATABASE", "sqlite")
+_PG_URL = os.environ.get("NOTIFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+_PG_NAME = f"notiflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _admin_pg(statement: str) -> None:
+    import psycopg
+
+    dsn = _PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+if _DATABASE == "postgresql":
+    _admin_pg(f'CREATE DATABASE "{_PG_NAME}"')
+    os.environ["NOTIFLOW_DATABASE_URL"] = _PG_URL.rsplit("/", 1)[0] + f"/{_PG_NAME}"
+else:
+    os.environ["NOTIFLOW_DATABASE_URL"] = f"sqlite:///{_HOME / 'notiflow.db'}"
+
+_PREFECT_PORT, _SANDBOX_PORT, _API_PORT = _free_port(), _free_port(), _free_port()
+os.environ.update(
+    NOTIFLOW_HOME=str(_HOME),
+    NOTIFLOW_PREFECT_PORT=str(_PREFECT_PORT),
+    NOTIFLOW_SANDBOX_URL=f"http://127.0.0.1:{_SANDBOX_PORT}",
+    NOTIFLOW_API_URL=f"http://127.0.0.1:{_API_PORT}",
+    NOTIFLOW_POLL_SCHEDULE="[1, 2, 3, 5, 8, 13, 20]",
+    NOTIFLOW_SANDBOX_CONFIG='{"queued_seconds": 0.2, "sent_seconds": 0.2, "pending_seconds": 0.4, "delivered_rate": 0.8}',
+    PREFECT_API_URL=f"http://127.0.0.1:{_PREFECT_PORT}/api",
+    PREFECT_HOME=str(_HOME / "prefect"),
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    PREFECT_RUNNER_POLL_FREQUENCY="1",
+    PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.5",
+)
+os.environ.pop("PREFECT_PROFILE", None)
+
+import notiflow  # noqa: E402,F401  (applies the remaining defaults)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _DATABASE == "postgresql":
+        from models.db import get_engine
+
+        get_engine.cache_clear()
+        try:
+            _admin_pg(f'DROP DATABASE IF EXISTS "{_PG_NAME}" WITH (FORCE)')
+        except Exception as exc:  # a leftover test database is not worth failing the run for
+            print(f"could not drop {_PG_NAME}: {exc}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def engine():  # type: ignore[no-untyped-def]
+    from models.db import get_engine
+
+    return get_engine()
+
+
+class Stack:
+    """The running `notiflow server` and the addresses it answers on."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path):
+        self.process = process
+        self.log = log
+        self.sandbox_url = os.environ["NOTIFLOW_SANDBOX_URL"]
+        self.api_url = os.environ["NOTIFLOW_API_URL"]
+        self.prefect_api_url = os.environ["PREFECT_API_URL"]
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-5000:]
+
+
+@pytest.fixture(scope="session")
+def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """One real `notiflow server` for the whole session, started the way a user starts it."""
+    from notiflow.stack import _deployment_registered
+
+    log = _HOME / "server-under-test.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "notiflow.cli", "server"], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, env=os.environ.copy(),
+        )
+    running = Stack(process, log)
+    deadline = time.monotonic() + 120
+    while not _deployment_registered():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"notiflow server did not start:\n{running.log_tail()}")
+        time.sleep(0.5)
+    yield running
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def home() -> Path:
+    return _HOME
