@@ -7,7 +7,7 @@ again at the due time, from the flow's first line. Short waits just sleep.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from prefect.client.orchestration import get_client
 from prefect.exceptions import Pause
@@ -18,16 +18,16 @@ from prefect.utilities.engine import propose_state_sync
 from models.settings import get_settings
 from models.tables import utcnow
 
-# The engine may start a rescheduled run up to ~0.5 s early; a due time this close counts as now.
-EARLY_START = timedelta(seconds=2)
-
-
 def wait_until(due: datetime, name: str, message: str) -> None:
-    """Return at `due`: asleep when it is near, otherwise by rescheduling this run (raises Pause)."""
+    """Return at `due`: asleep when it is near, otherwise by rescheduling this run (raises Pause).
+
+    The engine may start a rescheduled run up to ~0.5 s early; the short sleep absorbs that instead of
+    rescheduling again.
+    """
     remaining = (due - utcnow()).total_seconds()
-    if remaining <= EARLY_START.total_seconds():
+    if remaining <= 0:
         return
-    if remaining <= get_settings().max_inprocess_wait_seconds:
+    if remaining <= max(get_settings().max_inprocess_wait_seconds, 2.0):
         time.sleep(remaining)
         return
     run_id = flow_run.get_id()

@@ -43,8 +43,11 @@ def start_run(params: NotificationTaskParams) -> FlowRun:
         raise
 
 
-def follow(flow_run_id: UUID, *, console: Console | None, timeout: float | None = None) -> FlowRun:
-    """Wait until the run ends (or waits for a later window or poll), showing a progress bar on `console`."""
+def follow(
+    flow_run_id: UUID, *, console: Console | None, timeout: float | None = None, stop_when_waiting: bool = True
+) -> FlowRun:
+    """Wait until the run ends, or starts waiting for a later window or poll (unless told to wait that out too),
+    showing a progress bar on `console`."""
     deadline = None if timeout is None else time.monotonic() + timeout
     progress = None
     if console is not None:
@@ -62,7 +65,7 @@ def follow(flow_run_id: UUID, *, console: Console | None, timeout: float | None 
                 if progress is not None and state is not None:
                     done, total, detail = _progress(str(flow_run_id))
                     progress.update(bar, description=state.name, completed=done, total=total or None, detail=detail)
-                if state is not None and (state.is_final() or (state.is_scheduled() and state.name in WAITING_STATES)):
+                if state is not None and (state.is_final() or (stop_when_waiting and state.is_scheduled() and state.name in WAITING_STATES)):
                     return run
                 if deadline is not None and time.monotonic() > deadline:
                     raise NotiflowError(f"flow run {flow_run_id} did not end within {timeout:.0f} s; see {ui_url(flow_run_id)}")

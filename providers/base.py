@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -89,7 +89,7 @@ class Provider(ABC):
     def close(self) -> None:
         self._client.close()
 
-    def __enter__(self) -> Provider:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -103,9 +103,11 @@ class Provider(ABC):
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
         """Ask the current status of messages sent earlier."""
 
-    def parse_webhook(self, payload: Any) -> list[StatusReport]:
-        """Turn a pushed delivery report into status reports; adapters without webhooks refuse."""
-        raise ProviderRejected(f"{self.name} does not push delivery reports")
+    @classmethod
+    def parse_webhook(cls, payload: Any) -> list[StatusReport]:
+        """Turn a pushed delivery report into status reports (ValueError if it is not one); adapters
+        without webhooks refuse."""
+        raise ProviderRejected(f"{cls.name} does not push delivery reports")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request, mapping transport trouble onto ProviderUnavailable/ProviderRejected."""

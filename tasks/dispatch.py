@@ -23,7 +23,6 @@ from models.tables import Message, NotificationTask, utcnow
 from providers.base import Acceptance, OutgoingMessage, Provider, ProviderRejected, ProviderUnavailable
 from tasks.lease import renew_lease
 from tasks.routing import provider_for
-from tasks.schedule import DUE_SLACK
 
 
 @dataclass(frozen=True)
@@ -39,7 +38,7 @@ class DispatchResult:
 
     @property
     def due_now(self) -> bool:
-        return self.remaining > 0 and (self.next_due_at is None or self.next_due_at <= utcnow() + DUE_SLACK)
+        return self.remaining > 0 and (self.next_due_at is None or self.next_due_at <= utcnow())
 
 
 @task(name="dispatch batch", cache_policy=NO_CACHE)
@@ -63,7 +62,7 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
             )
             transition(
                 session,
-                and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now + DUE_SLACK),
+                and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now),
                 MessageStatus.QUEUED,
                 "waiting in queue",
                 "dispatch",

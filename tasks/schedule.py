@@ -15,9 +15,6 @@ from models.status import MessageStatus
 from models.tables import Message, NotificationTask, utcnow
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
 
-# The engine may wake a run up to ~0.5 s early; anything due this soon counts as due now.
-DUE_SLACK = timedelta(seconds=2)
-
 
 @dataclass(frozen=True)
 class ScheduleResult:
@@ -41,7 +38,7 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
         ).all()
         for zone, validity in groups:
             send_at = next_send_time(now, windows, zone)
-            due = send_at <= now + DUE_SLACK
+            due = send_at <= now
             status = MessageStatus.QUEUED if due else MessageStatus.DELAYED
             description = "waiting in queue" if due else f"waiting for its window, {send_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time"
             moved = transition(

@@ -51,6 +51,7 @@ os.environ.update(
     NOTIFLOW_SANDBOX_URL=f"http://127.0.0.1:{_SANDBOX_PORT}",
     NOTIFLOW_API_URL=f"http://127.0.0.1:{_API_PORT}",
     NOTIFLOW_POLL_SCHEDULE="[1, 2, 3, 5, 8, 13, 20]",
+    NOTIFLOW_MAX_INPROCESS_WAIT_SECONDS="5",
     NOTIFLOW_SANDBOX_CONFIG='{"queued_seconds": 0.2, "sent_seconds": 0.2, "pending_seconds": 0.4, "delivered_rate": 0.8}',
     PREFECT_API_URL=f"http://127.0.0.1:{_PREFECT_PORT}/api",
     PREFECT_HOME=str(_HOME / "prefect"),
@@ -115,7 +116,7 @@ def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     yield running
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(30)
+        process.wait(15)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
 

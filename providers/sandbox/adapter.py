@@ -1,0 +1,130 @@
+"""SMS through the sandbox carrier (`python -m providers.sandbox`): the provider to run campaigns with no account."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from models.status import Channel, MessageStatus
+from providers.base import Acceptance, OutgoingMessage, Provider, ProviderUnavailable, StatusReport
+
+logger = logging.getLogger("notiflow.providers.sandbox")
+
+# Carrier status → (our status, what it means).
+# Quirks: statuses move only with time since acceptance, so a poll soon after sending still reads
+# QUEUED, which ranks below our SENT: the status writer's rule that statuses never move backwards
+# keeps it from undoing SENT. UNDELIVERED carries its reason in `description` (wrong number,
+# roaming, unverified sender, phone off, offline, memory full, device fault, carrier fault).
+# A ref the carrier accepted before is answered with the first id and `duplicate: true`: that is
+# how a send whose outcome is unknown is reconciled. Final statuses are also pushed to report_url.
+RECEIPT_CODES: dict[str, tuple[MessageStatus, str]] = {
+    "QUEUED": (MessageStatus.QUEUED, "in queue"),
+    "SENT": (MessageStatus.SENT, "handed to operator"),
+    "PENDING": (MessageStatus.PENDING, "being delivered"),
+    "DELIVERED": (MessageStatus.DELIVERED, "delivered"),
+    "UNDELIVERED": (MessageStatus.UNDELIVERED, "not delivered"),
+}
+
+
+class SandboxSMS(Provider):
+    name = "sandbox"
+    channel = Channel.SMS
+    batch_size = 1000
+    # The sandbox settles in seconds, so ask early; the tail still reaches 24 h like every provider.
+    poll_schedule = (2, 5, 10, 30, 60, 300, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        report_url: str | None = None,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        super().__init__(base_url, timeout=timeout, transport=transport)
+        self.report_url = report_url
+
+    def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
+        sms = [m for m in batch if m.channel == Channel.SMS]
+        refused = [
+            Acceptance(m.ref, None, error=f"the sandbox carrier sends sms only, not {m.channel}")
+            for m in batch
+            if m.channel != Channel.SMS
+        ]
+        if not sms:
+            return refused
+        body = {
+            "messages": [
+                {"ref": m.ref, "to": m.recipient, "sender": m.sender, "text": m.text, "channel": "sms"} for m in sms
+            ],
+            "report_url": self.report_url,
+        }
+        response = self._request("POST", "/messages", json=body)
+        try:
+            results = {item["ref"]: item for item in response.json()["results"]}
+        except (ValueError, KeyError, TypeError) as exc:
+            # The carrier answered 200, so it may have accepted the batch: reconcile by ref, never resend blind.
+            raise ProviderUnavailable(
+                f"{self.name}: unreadable answer to POST /messages: {exc}", outcome_unknown=True
+            ) from exc
+        missing = [m.ref for m in sms if m.ref not in results]
+        if missing:
+            raise ProviderUnavailable(
+                f"{self.name}: answer to POST /messages lacks {len(missing)} refs, e.g. {missing[0]!r}",
+                outcome_unknown=True,
+            )
+        return refused + [
+            Acceptance(
+                ref=m.ref,
+                provider_message_id=results[m.ref].get("id"),
+                error=results[m.ref].get("error"),
+                duplicate=bool(results[m.ref].get("duplicate", False)),
+            )
+            for m in sms
+        ]
+
+    def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
+        reports: list[StatusReport] = []
+        for start in range(0, len(provider_message_ids), self.batch_size):
+            chunk = list(provider_message_ids[start : start + self.batch_size])
+            response = self._request("POST", "/messages/status", json={"ids": chunk})
+            try:
+                items = response.json()["statuses"]
+                # An unknown id (status null) is one the carrier never accepted or forgot in a restart.
+                known = [item for item in items if item.get("status") is not None]
+                reports.extend(report for report in map(self._report, known) if report is not None)
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise ProviderUnavailable(f"{self.name}: unreadable answer to POST /messages/status: {exc}") from exc
+            if len(known) < len(items):
+                logger.warning("%s does not know %d of %d polled ids", self.name, len(items) - len(known), len(items))
+        return reports
+
+    @classmethod
+    def parse_webhook(cls, payload: Any) -> list[StatusReport]:
+        """Read a pushed `{"reports": [...]}`; ValueError if it is not one."""
+        try:
+            reports = [cls._report(item) for item in payload["reports"]]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(
+                f'{cls.name}: a delivery report is {{"reports": [{{"id", "status", "updated_at", ...}}]}}; '
+                f"got {str(payload)[:200]} ({type(exc).__name__}: {exc})"
+            ) from exc
+        return [report for report in reports if report is not None]
+
+    @classmethod
+    def _report(cls, item: dict[str, Any]) -> StatusReport | None:
+        code = item.get("status")
+        if code not in RECEIPT_CODES:
+            logger.warning("%s sent unknown status %r for message %s", cls.name, code, item.get("id"))
+            return None
+        status, meaning = RECEIPT_CODES[code]
+        return StatusReport(
+            provider_message_id=item["id"],
+            status=status,
+            description=item.get("description") or meaning,
+            at=datetime.fromisoformat(item["updated_at"]),
+            ref=item.get("ref"),
+        )

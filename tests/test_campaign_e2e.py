@@ -1,0 +1,132 @@
+"""End to end, as a user drives it: the `notiflow` CLI starts notification-task deployment runs on a real
+Prefect server, the served flow sends through the sandbox carrier over HTTP, and the report lands."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+from openpyxl import load_workbook
+from prefect.client.orchestration import get_client
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from models.params import NotificationTaskParams
+from models.tables import Message, NotificationTask, StatusEvent
+from notiflow.follow import follow, start_run, summary
+from tasks.report import MESSAGE_COLUMNS
+from tests.files import phones, write_xlsx
+from tests.sandbox_fixtures import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def notiflow(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notiflow.cli", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+    )
+
+
+def carrier_refs(sandbox_url: str, uid: str) -> list[str]:
+    items = httpx.get(f"{sandbox_url}/messages", timeout=10).json()
+    items = items["messages"] if isinstance(items, dict) else items
+    return [m["ref"] for m in items if m["ref"].startswith(f"{uid}-")]
+
+
+def task_file(tmp_path: Path, good: int, bad_rows: list[list[Any]]) -> Path:
+    rows: list[list[Any]] = [[p, f"Hello {i}, your order is ready", "sms"] for i, p in enumerate(phones(good, start=uuid.uuid4().int % 9_000_000))]
+    return write_xlsx(tmp_path / f"campaign-{uuid.uuid4().hex[:6]}.xlsx", ["Phone", "Text", "Channel"], rows + bad_rows)
+
+
+@pytest.fixture(scope="module")
+def finished_campaign(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = task_file(tmp_path_factory.mktemp("e2e"), good=120, bad_rows=[["12", "x", "sms"], ["+79161234567", "", "sms"], ["+79161234567", "hi", "fax"]])
+    result = notiflow("run", str(path), "--json", "--window", "00:00-24:00", "--name", "e2e campaign")
+    assert result.returncode == 0, result.stderr + result.stdout
+    return json.loads(result.stdout)
+
+
+def test_run_completes_the_campaign_and_prints_the_json_summary(finished_campaign: dict[str, Any]) -> None:
+    summary_ = finished_campaign
+    assert summary_["state"] == "COMPLETED"
+    assert set(summary_) >= {"task_id", "flow_run_id", "state", "counts", "rejected", "report"}
+    assert sum(summary_["counts"].values()) == 120
+    assert set(summary_["counts"]) <= {"DELIVERED", "UNDELIVERED"}
+    assert summary_["rejected"] == 3
+    assert summary_["ui_url"].endswith(f"/runs/flow-run/{summary_['flow_run_id']}")
+
+
+def test_every_accepted_message_reached_the_carrier_exactly_once(stack: Any, engine: Any, finished_campaign: dict[str, Any]) -> None:
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == finished_campaign["task_id"]))
+    refs = carrier_refs(stack.sandbox_url, uid)
+    assert len(refs) == len(set(refs)) == 120
+
+
+def test_report_lists_every_message_with_the_spec_columns(finished_campaign: dict[str, Any]) -> None:
+    workbook = load_workbook(finished_campaign["report"], read_only=True)
+    rows = list(workbook["Messages"].iter_rows(values_only=True))
+    assert [h.split(" (")[0] for h in rows[0]] == list(MESSAGE_COLUMNS)
+    assert len(rows) == 121
+    statuses = {row[MESSAGE_COLUMNS.index("status")] for row in rows[1:]}
+    assert statuses <= {"DELIVERED", "UNDELIVERED"}
+    rejected = list(workbook["Rejected rows"].iter_rows(values_only=True))[1:]
+    assert [(r[0], r[1]) for r in rejected] == [(122, "phone"), (123, "text"), (124, "channel")]
+
+
+def test_flow_run_is_named_after_the_task_and_shows_in_prefect(finished_campaign: dict[str, Any]) -> None:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(uuid.UUID(finished_campaign["flow_run_id"]))
+    assert run.name == "e2e campaign"
+    assert run.state is not None and run.state.is_completed()
+
+
+def test_second_run_of_the_same_task_sends_nothing_again(stack: Any, engine: Any, finished_campaign: dict[str, Any]) -> None:
+    task_id = finished_campaign["task_id"]
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+        events_before = session.scalar(select(func.count()).where(StatusEvent.task_id == task_id, StatusEvent.status == "SENT"))
+    sends_before = httpx.get(f"{stack.sandbox_url}/stats").json()["send_requests"]
+    run = start_run(NotificationTaskParams(task_file="(ignored for an existing task)", task_id=task_id, windows=["00:00-24:00"]))
+    finished = follow(run.id, console=None, timeout=120)
+    assert summary(finished)["state"] == "COMPLETED"
+    assert len(carrier_refs(stack.sandbox_url, uid)) == 120
+    assert httpx.get(f"{stack.sandbox_url}/stats").json()["send_requests"] == sends_before
+    with Session(engine) as session:
+        events_after = session.scalar(select(func.count()).where(StatusEvent.task_id == task_id, StatusEvent.status == "SENT"))
+    assert events_after == events_before == 120
+
+
+def test_campaign_waits_for_its_window_without_a_process_and_sends_when_it_opens(stack: Any, engine: Any, tmp_path: Path) -> None:
+    moscow = ZoneInfo("Europe/Moscow")
+    opens = (datetime.now(moscow) + timedelta(seconds=25)).replace(microsecond=0)
+    if opens.date() != (opens + timedelta(minutes=5)).date():
+        pytest.skip("the window would cross local midnight")
+    window = f"{opens:%H:%M:%S}-{opens + timedelta(minutes=5):%H:%M:%S}"
+    run = start_run(NotificationTaskParams(task_file=str(task_file(tmp_path, good=10, bad_rows=[])), windows=[window]))
+    with get_client(sync_client=True) as client:
+        waiting = wait_until(
+            lambda: (s := client.read_flow_run(run.id).state) is not None and s.name == "Waiting for window" and s,
+            timeout=60, interval=0.5, what="the run to wait for its window",
+        )
+        assert waiting.is_scheduled() and "continues at" in (waiting.message or "")
+    finished = follow(run.id, console=None, timeout=120, stop_when_waiting=False)
+    result = summary(finished)
+    assert result["state"] == "COMPLETED", result
+    with Session(engine) as session:
+        sent_times = session.scalars(select(Message.sent_at).where(Message.task_id == result["task_id"])).all()
+    assert len(sent_times) == 10 and all(t is not None and t >= opens for t in sent_times)
+
+
+def test_cli_refuses_a_missing_file_with_a_clear_error(stack: Any, tmp_path: Path) -> None:
+    result = notiflow("run", str(tmp_path / "missing.xlsx"), "--json")
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and result.stdout == ""

@@ -1,0 +1,210 @@
+"""SandboxSMS against a real sandbox carrier: acceptance, polling, webhooks and every injected fault."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from models.status import Channel, MessageStatus
+from providers.base import OutgoingMessage, ProviderRejected, ProviderUnavailable, StatusReport
+from providers.sandbox.adapter import RECEIPT_CODES, SandboxSMS
+from providers.sandbox.carrier import UNDELIVERED_REASONS
+from tests.sandbox_fixtures import (
+    ReportInbox,
+    RunningCarrier,
+    carrier,  # noqa: F401  (a fixture: pytest finds it by name)
+    report_inbox,  # noqa: F401  (a fixture: pytest finds it by name)
+    sandbox_carrier,  # noqa: F401  (a fixture: pytest finds it by name)
+    wait_until,
+)
+
+FINAL = {MessageStatus.DELIVERED, MessageStatus.UNDELIVERED}
+
+
+@pytest.fixture
+def sandbox(carrier: RunningCarrier) -> Iterator[SandboxSMS]:
+    provider = SandboxSMS(carrier.url, timeout=5)
+    yield provider
+    provider.close()
+
+
+def sms(ref: str, recipient: str = "+4915112345678") -> OutgoingMessage:
+    return OutgoingMessage(ref=ref, recipient=recipient, text=f"hello {ref}", sender="notiflow")
+
+
+def settled(provider: SandboxSMS, ids: list[str]) -> list[StatusReport]:
+    def all_final() -> list[StatusReport] | None:
+        reports = provider.poll(ids)
+        return reports if len(reports) == len(ids) and all(r.status in FINAL for r in reports) else None
+
+    return wait_until(all_final, what="every message to reach a final status")
+
+
+def test_sandbox_declares_its_limits() -> None:
+    assert (SandboxSMS.name, SandboxSMS.channel, SandboxSMS.batch_size) == ("sandbox", Channel.SMS, 1000)
+    assert SandboxSMS.poll_schedule[0] < 60 and SandboxSMS.poll_schedule[-1] == 24 * 3600
+    assert list(SandboxSMS.poll_schedule) == sorted(SandboxSMS.poll_schedule)
+
+
+def test_send_returns_one_acceptance_with_an_id_per_message(sandbox: SandboxSMS) -> None:
+    acceptances = sandbox.send([sms("a"), sms("b")])
+
+    assert [a.ref for a in acceptances] == ["a", "b"]
+    assert all(a.provider_message_id and a.error is None and not a.duplicate for a in acceptances)
+    assert sandbox.requests == 1
+
+
+def test_send_of_a_known_ref_returns_the_first_id_as_duplicate(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+    [first] = sandbox.send([sms("a")])
+
+    [again] = sandbox.send([sms("a")])
+
+    assert (again.provider_message_id, again.duplicate) == (first.provider_message_id, True)
+    assert carrier.stats()["accepted"] == 1
+
+
+def test_send_reports_an_invalid_recipient_for_that_message_only(sandbox: SandboxSMS) -> None:
+    good, bad = sandbox.send([sms("good"), sms("bad", recipient="0151 1234")])
+
+    assert good.provider_message_id is not None
+    assert bad.provider_message_id is None and bad.error is not None and "invalid recipient" in bad.error
+
+
+def test_send_refuses_messages_of_other_channels_without_asking_the_carrier(sandbox: SandboxSMS) -> None:
+    email = OutgoingMessage(ref="e", recipient="a@example.org", text="hi", sender="x", channel=Channel.EMAIL)
+
+    [acceptance] = sandbox.send([email])
+
+    assert acceptance.provider_message_id is None and acceptance.error is not None and "email" in acceptance.error
+    assert sandbox.requests == 0
+
+
+def test_send_over_the_batch_limit_is_rejected(sandbox: SandboxSMS) -> None:
+    with pytest.raises(ProviderRejected, match="413"):
+        sandbox.send([sms(f"r{i}") for i in range(1001)])
+
+
+def test_poll_maps_carrier_statuses_and_skips_unknown_ids(sandbox: SandboxSMS) -> None:
+    [acceptance] = sandbox.send([sms("a")])
+    assert acceptance.provider_message_id is not None
+
+    [report] = sandbox.poll([acceptance.provider_message_id, "sbx-unknown"])
+
+    assert report.provider_message_id == acceptance.provider_message_id and report.ref == "a"
+    assert report.status == MessageStatus.QUEUED and report.description == "in queue"
+    assert report.at.tzinfo is not None
+
+
+def test_poll_asks_in_chunks_of_1000_ids(sandbox: SandboxSMS) -> None:
+    [acceptance] = sandbox.send([sms("a")])
+    ids = [f"sbx-unknown-{i}" for i in range(1500)] + [str(acceptance.provider_message_id)]
+
+    reports = sandbox.poll(ids)
+
+    assert [r.ref for r in reports] == ["a"]
+    assert sandbox.requests == 3  # one send, two status requests
+
+
+def test_poll_reaches_delivered(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+    carrier.configure(delivered_rate=1.0)
+    ids = [str(a.provider_message_id) for a in sandbox.send([sms(f"r{i}") for i in range(10)])]
+
+    reports = settled(sandbox, ids)
+
+    assert {(r.status, r.description) for r in reports} == {(MessageStatus.DELIVERED, "delivered")}
+
+
+def test_poll_reaches_undelivered_with_the_reason(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+    carrier.configure(delivered_rate=0.0)
+    ids = [str(a.provider_message_id) for a in sandbox.send([sms(f"r{i}") for i in range(10)])]
+
+    reports = settled(sandbox, ids)
+
+    assert {r.status for r in reports} == {MessageStatus.UNDELIVERED}
+    assert {r.description for r in reports} <= set(UNDELIVERED_REASONS)
+
+
+def test_injected_500_is_provider_unavailable_with_a_known_outcome(
+    sandbox: SandboxSMS, carrier: RunningCarrier
+) -> None:
+    carrier.configure(fault_500_rate=1.0)
+
+    with pytest.raises(ProviderUnavailable, match="500") as raised:
+        sandbox.send([sms("a")])
+
+    assert raised.value.outcome_unknown is False
+
+
+def test_injected_429_is_provider_unavailable_retrying_after_one_second(
+    sandbox: SandboxSMS, carrier: RunningCarrier
+) -> None:
+    carrier.configure(fault_429_rate=1.0)
+
+    with pytest.raises(ProviderUnavailable, match="429") as raised:
+        sandbox.send([sms("a")])
+
+    assert raised.value.retry_after == 1.0 and raised.value.outcome_unknown is False
+
+
+def test_injected_timeout_is_provider_unavailable_with_an_unknown_outcome(carrier: RunningCarrier) -> None:
+    carrier.configure(timeout_rate=1.0, timeout_seconds=0.5)
+
+    with SandboxSMS(carrier.url, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable) as raised:
+        impatient.send([sms("a")])
+
+    assert raised.value.outcome_unknown is True
+
+
+def test_resend_after_a_timeout_is_accepted_because_the_timed_out_request_was_not(
+    sandbox: SandboxSMS, carrier: RunningCarrier
+) -> None:
+    carrier.configure(timeout_rate=1.0, timeout_seconds=0.5)
+    with SandboxSMS(carrier.url, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable):
+        impatient.send([sms("a")])
+    carrier.configure()
+
+    [acceptance] = sandbox.send([sms("a")])
+
+    assert acceptance.provider_message_id is not None and acceptance.duplicate is False
+
+
+def test_injected_504_after_the_hang_is_provider_unavailable(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+    carrier.configure(timeout_rate=1.0, timeout_seconds=0.1)
+
+    with pytest.raises(ProviderUnavailable, match="504"):
+        sandbox.send([sms("a")])
+
+
+def test_pushed_reports_parse_into_the_same_statuses_as_a_poll(
+    carrier: RunningCarrier, report_inbox: ReportInbox
+) -> None:
+    with SandboxSMS(carrier.url, report_url=report_inbox.url) as provider:
+        ids = [str(a.provider_message_id) for a in provider.send([sms(f"r{i}") for i in range(5)])]
+        wait_until(lambda: len(report_inbox.reports) >= 5, what="5 pushed reports")
+
+        pushed = [r for payload in report_inbox.payloads for r in provider.parse_webhook(payload)]
+        polled = provider.poll(ids)
+
+    assert sorted(pushed, key=lambda r: r.provider_message_id) == sorted(polled, key=lambda r: r.provider_message_id)
+    assert {r.status for r in pushed} <= FINAL
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"hello": "world"}, [], None, {"reports": [1]}, {"reports": [{"id": "sbx-1", "status": "SENT"}]}],
+)
+def test_webhook_payload_that_is_not_a_report_is_refused(sandbox: SandboxSMS, payload: object) -> None:
+    with pytest.raises(ValueError, match="a delivery report is"):
+        sandbox.parse_webhook(payload)
+
+
+def test_webhook_report_with_an_unknown_status_is_skipped(sandbox: SandboxSMS) -> None:
+    report = {"id": "sbx-1", "ref": "a", "description": "?", "updated_at": "2026-01-01T00:00:00.000Z"}
+
+    reports = sandbox.parse_webhook({"reports": [{**report, "status": "EXPLODED"}, {**report, "status": "SENT"}]})
+
+    assert [r.status for r in reports] == [MessageStatus.SENT]
+
+
+def test_every_carrier_status_has_a_receipt_code() -> None:
+    assert set(RECEIPT_CODES) == {"QUEUED", "SENT", "PENDING", "DELIVERED", "UNDELIVERED"}

@@ -1,0 +1,201 @@
+"""Each step of the notification-task flow on the database, with the sandbox carrier over HTTP."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from openpyxl import load_workbook
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from models.errors import LeaseHeld
+from models.params import NotificationTaskParams
+from models.status import MessageStatus
+from models.tables import Message, NotificationTask, StatusEvent
+from providers.base import OutgoingMessage
+from providers.sandbox.adapter import SandboxSMS
+from tasks.dispatch import dispatch
+from tasks.intake import intake
+from tasks.lease import take_lease
+from tasks.lifecycle import open_task
+from tasks.poll import poll
+from tasks.report import MESSAGE_COLUMNS, build_report
+from tasks.schedule import schedule
+from tests.files import phones, write_xlsx
+from tests.sandbox_fixtures import wait_until
+
+ALL_DAY = ["00:00-24:00"]
+
+
+def make_task(tmp_path: Path, good: int, bad: int = 0, windows: list[str] = ALL_DAY) -> int:
+    rows: list[list[Any]] = [[p, f"message {i}"] for i, p in enumerate(phones(good, start=uuid.uuid4().int % 9_000_000))]
+    rows += [["not a phone", "x"]] * bad
+    path = write_xlsx(tmp_path / f"task-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text"], rows)
+    return open_task.fn(NotificationTaskParams(task_file=str(path), windows=windows), str(uuid.uuid4()))
+
+
+def statuses(engine: Any, task_id: int) -> dict[str, int]:
+    with Session(engine) as session:
+        return dict(session.execute(
+            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
+        ).all())
+
+
+def carrier_refs(sandbox_url: str, task_id: int, engine: Any) -> list[str]:
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+    accepted = httpx.get(f"{sandbox_url}/messages", timeout=10).json()
+    items = accepted["messages"] if isinstance(accepted, dict) else accepted
+    return [m["ref"] for m in items if m["ref"].startswith(f"{uid}-")]
+
+
+@contextmanager
+def carrier_config(sandbox_url: str, **changes: Any) -> Iterator[None]:
+    original = httpx.get(f"{sandbox_url}/config").json()
+    httpx.put(f"{sandbox_url}/config", json={**original, **changes}).raise_for_status()
+    try:
+        yield
+    finally:
+        httpx.put(f"{sandbox_url}/config", json=original).raise_for_status()
+
+
+def ready_to_send(tmp_path: Path, good: int) -> tuple[int, str]:
+    task_id = make_task(tmp_path, good)
+    intake.fn(task_id)
+    schedule.fn(task_id)
+    owner = f"test-{uuid.uuid4().hex[:6]}"
+    take_lease.fn(task_id, owner)
+    return task_id, owner
+
+
+def test_intake_stores_accepted_rows_and_rejections_once(tmp_path: Path, engine: Any) -> None:
+    task_id = make_task(tmp_path, good=20, bad=3)
+    first = intake.fn(task_id)
+    again = intake.fn(task_id)
+    assert (first.accepted, first.rejected) == (20, 3) == (again.accepted, again.rejected)
+    assert statuses(engine, task_id) == {"CREATED": 20}
+    with Session(engine) as session:
+        events = session.scalar(select(func.count()).where(StatusEvent.task_id == task_id, StatusEvent.status == "CREATED"))
+    assert events == 20
+
+
+def test_half_finished_intake_goes_on_without_duplicates(tmp_path: Path, engine: Any) -> None:
+    task_id = make_task(tmp_path, good=30)
+    intake.fn(task_id)
+    with Session(engine) as session:  # as if the process had died after the first rows were stored
+        doomed = session.scalars(select(Message.id).where(Message.task_id == task_id).order_by(Message.id.desc()).limit(10)).all()
+        session.execute(Message.__table__.delete().where(Message.id.in_(doomed)))
+        session.execute(update(NotificationTask).where(NotificationTask.id == task_id).values(ingested_at=None))
+        session.commit()
+    assert intake.fn(task_id).accepted == 30
+    assert statuses(engine, task_id) == {"CREATED": 30}
+
+
+def test_message_outside_window_is_delayed_until_the_window_opens(tmp_path: Path, engine: Any) -> None:
+    task_id = make_task(tmp_path, good=5, windows=["09:00-10:00"])
+    intake.fn(task_id)
+    now = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)  # 12:00 in Moscow: today's window has passed
+    result = schedule.fn(task_id, now=now)
+    assert (result.queued, result.delayed) == (0, 5)
+    with Session(engine) as session:
+        message = session.scalars(select(Message).where(Message.task_id == task_id)).first()
+    assert message is not None and message.status == MessageStatus.DELAYED
+    assert message.scheduled_at == datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    assert message.expires_at == message.scheduled_at + timedelta(minutes=1440)
+
+
+def test_dispatch_sends_each_message_once(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_to_send(tmp_path, good=40)
+    first = dispatch.fn(task_id, owner)
+    second = dispatch.fn(task_id, owner)
+    assert (first.sent, first.remaining, second.sent) == (40, 0, 0)
+    assert sorted(carrier_refs(stack.sandbox_url, task_id, engine)) == sorted(set(carrier_refs(stack.sandbox_url, task_id, engine)))
+    assert len(carrier_refs(stack.sandbox_url, task_id, engine)) == 40
+    assert statuses(engine, task_id).get("QUEUED", 0) == 0
+
+
+def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_to_send(tmp_path, good=12)
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+        lost = session.execute(select(Message.id, Message.recipient, Message.text).where(Message.task_id == task_id).limit(5)).all()
+        # The process marked these as handed, the carrier took them, and the process died before recording ids.
+        session.execute(update(Message).where(Message.id.in_([m.id for m in lost])).values(
+            handed_at=datetime.now(timezone.utc), handed_by="dead-process", attempts=1))
+        session.commit()
+    with SandboxSMS(stack.sandbox_url) as carrier:
+        carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow") for m in lost])
+    result = dispatch.fn(task_id, owner)
+    assert result.sent == 12
+    refs = carrier_refs(stack.sandbox_url, task_id, engine)
+    assert len(refs) == len(set(refs)) == 12
+    with Session(engine) as session:
+        reconciled = session.scalar(select(func.count()).where(
+            Message.task_id == task_id, Message.status_description.like("%reconciled%")))
+    assert reconciled == 5
+
+
+def test_carrier_fault_gives_the_batch_back_for_a_later_attempt(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_to_send(tmp_path, good=8)
+    with carrier_config(stack.sandbox_url, fault_500_rate=1.0):
+        failed = dispatch.fn(task_id, owner)
+    assert failed.sent == 0 and failed.carrier_fault and "HTTP 500" in failed.carrier_fault
+    assert failed.due_now
+    with Session(engine) as session:
+        handed = session.scalar(select(func.count()).where(Message.task_id == task_id, Message.handed_at.is_not(None)))
+    assert handed == 0
+    assert dispatch.fn(task_id, owner).sent == 8
+    assert len(carrier_refs(stack.sandbox_url, task_id, engine)) == 8
+
+
+def test_dispatch_without_the_lease_refuses_to_send(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, _owner = ready_to_send(tmp_path, good=3)
+    with pytest.raises(LeaseHeld):
+        dispatch.fn(task_id, "someone-else")
+    assert carrier_refs(stack.sandbox_url, task_id, engine) == []
+
+
+def test_message_past_its_validity_period_expires_unsent(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_to_send(tmp_path, good=4)
+    with Session(engine) as session:
+        session.execute(update(Message).where(Message.task_id == task_id).values(
+            expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+        session.commit()
+    result = dispatch.fn(task_id, owner)
+    assert (result.sent, result.expired) == (0, 4)
+    assert statuses(engine, task_id) == {"EXPIRED": 4}
+    assert carrier_refs(stack.sandbox_url, task_id, engine) == []
+
+
+def test_poll_brings_every_sent_message_to_a_final_status(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_to_send(tmp_path, good=25)
+    dispatch.fn(task_id, owner)
+    wait_until(lambda: poll.fn(task_id).outstanding == 0, timeout=30, interval=0.5, what="every message to be final")
+    counts = statuses(engine, task_id)
+    assert set(counts) <= {"DELIVERED", "UNDELIVERED"} and sum(counts.values()) == 25
+    with Session(engine) as session:
+        history = session.scalars(select(StatusEvent.status).where(StatusEvent.task_id == task_id)).all()
+    assert history.count("SENT") == 25
+    assert history.count("DELIVERED") + history.count("UNDELIVERED") == 25
+
+
+def test_report_has_the_spec_columns_and_the_rejected_rows(tmp_path: Path, engine: Any) -> None:
+    task_id = make_task(tmp_path, good=6, bad=2)
+    intake.fn(task_id)
+    schedule.fn(task_id)
+    result = build_report.fn(task_id)
+    workbook = load_workbook(result.path, read_only=True)
+    assert workbook.sheetnames == ["Messages", "Rejected rows", "Summary"]
+    messages = list(workbook["Messages"].iter_rows(values_only=True))
+    assert [h.split(" (")[0] for h in messages[0]] == list(MESSAGE_COLUMNS)
+    assert len(messages) == 7
+    rejected = list(workbook["Rejected rows"].iter_rows(values_only=True))
+    assert rejected[0] == ("row", "column", "value", "reason")
+    assert [(r[0], r[1]) for r in rejected[1:]] == [(8, "phone"), (9, "phone")]
+    assert result.counts == {"QUEUED": 6}

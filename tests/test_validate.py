@@ -1,0 +1,88 @@
+"""Row validation: phones as spreadsheets write them, and a precise reason for every refusal."""
+from __future__ import annotations
+
+import pytest
+
+from models.errors import TaskFileError
+from models.status import Channel
+from tasks.validate import Columns, RowError, ValidRow, clean_phone, normalise_header, validate_rows
+
+import phonenumbers
+
+
+def _validate(header: list[str], *rows: list[object]) -> list[ValidRow | list[RowError]]:
+    columns = Columns.from_header(header)
+    numbered = [(i + 2, list(r)) for i, r in enumerate(rows)]
+    return list(validate_rows(numbered, columns, region="RU", account_zone="Europe/Moscow",
+                              default_channel=Channel.SMS, default_sender="notiflow"))
+
+
+@pytest.mark.parametrize("header", ["Phone", " phone ", "PHONE", "phone_number", "Phone Number", "phone-number"])
+def test_header_matching_ignores_case_spaces_and_underscores(header: str) -> None:
+    assert Columns.from_header([header, "text"]).index["phone"] == 0
+
+
+def test_normalise_header_folds_spacing() -> None:
+    assert normalise_header("  Send_At ") == normalise_header("send at") == "send at"
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["+79161234567", "79161234567", 79161234567, 79161234567.0, "8 (916) 123-45-67", "+7 916 123 45 67",
+     "tel:+79161234567", "+7\u00a0916\u00a0123\u00a045\u00a067"],
+)
+def test_phone_written_any_spreadsheet_way_is_normalised_to_e164(cell: object) -> None:
+    number = clean_phone(cell, "RU")
+    assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == "+79161234567"
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [("not a number", "contains letters"), ("+7 916 123", "is not a valid phone number"), ("1-800-FLOWERS", "contains letters")],
+)
+def test_invalid_phone_is_rejected_with_reason(cell: str, reason: str) -> None:
+    (errors,) = _validate(["phone", "text"], [cell, "hello"])
+    assert isinstance(errors, list)
+    assert errors[0].column == "phone" and errors[0].code == "invalid_phone"
+    assert reason in errors[0].reason
+    assert str(errors[0]).startswith('row 2, column "phone": ')
+
+
+def test_every_error_of_a_row_is_reported_not_just_the_first() -> None:
+    (errors,) = _validate(["phone", "text", "channel", "validity period"], ["123", "", "pigeon", 5000])
+    assert isinstance(errors, list)
+    assert {e.code for e in errors} == {"invalid_phone", "missing_text", "invalid_channel", "validity_period_out_of_range"}
+    out_of_range = next(e for e in errors if e.column == "validity period")
+    assert str(out_of_range) == 'row 2, column "validity period": 5000 is outside 1–2880 minutes'
+
+
+def test_channel_not_connected_yet_is_refused_naming_the_connected_ones() -> None:
+    (errors,) = _validate(["phone", "text", "channel"], ["+79161234567", "hi", "viber"])
+    assert isinstance(errors, list)
+    assert errors[0].code == "channel_not_connected" and "use sms" in errors[0].reason
+
+
+def test_blank_rows_are_skipped_and_row_numbers_are_excel_rows() -> None:
+    results = _validate(["phone", "text"], ["+79161234567", "a"], ["", ""], ["+79161234568", "b"])
+    assert [r.row for r in results if isinstance(r, ValidRow)] == [2, 4]
+
+
+def test_valid_row_carries_recipient_zone_and_defaults() -> None:
+    (row,) = _validate(["phone", "text", "external id"], ["+12125551234", "hi", 42])
+    assert isinstance(row, ValidRow)
+    assert (row.recipient, row.time_zone, row.sender, row.validity_period, row.external_id) == (
+        "+12125551234", "America/New_York", "notiflow", 1440, "42")
+
+
+def test_russian_number_in_many_zones_uses_the_country_default_zone() -> None:
+    (row,) = _validate(["phone", "text"], ["+79161234567", "hi"])
+    assert isinstance(row, ValidRow) and row.time_zone == "Europe/Moscow"
+
+
+def test_file_without_recipient_column_is_refused_as_a_whole() -> None:
+    with pytest.raises(TaskFileError, match='no recipient column: add a column named "phone"'):
+        Columns.from_header(["name", "text"])
+
+
+def test_unknown_columns_are_listed() -> None:
+    assert Columns.from_header(["phone", "text", "Favourite colour"]).unknown == ["Favourite colour"]
