@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -36,7 +37,12 @@ def start_run(params: NotificationTaskParams) -> FlowRun:
     if not is_up(f"{api.rstrip('/')}/health"):
         raise NotiflowError(f"the Prefect server at {api} is not answering: start it with `notiflow server` (or `make demo`)")
     try:
-        return run_deployment(NOTIFICATION_TASK, parameters={"params": params.model_dump(mode="json")}, timeout=0)
+        return run_deployment(
+            NOTIFICATION_TASK,
+            parameters={"params": params.model_dump(mode="json")},
+            flow_run_name=params.name or Path(params.task_file).stem,
+            timeout=0,
+        )
     except Exception as exc:
         if "not found" in str(exc).lower() or "404" in str(exc):
             raise NotiflowError(f"deployment {NOTIFICATION_TASK} is not registered: start `notiflow server` first") from exc
