@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -23,8 +22,8 @@ from models.status import TaskState
 from models.tables import utcnow
 from tasks.dispatch import DispatchResult, dispatch
 from tasks.intake import intake
-from tasks.lease import release_lease, take_lease
-from tasks.lifecycle import open_task, set_state
+from tasks.lease import new_owner, release_lease, take_lease
+from tasks.lifecycle import is_cancelled, open_task, set_state
 from tasks.poll import poll
 from tasks.report import build_report
 from tasks.schedule import schedule
@@ -53,6 +52,10 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
     logger = get_run_logger()
     run_id = str(flow_run.get_id())
     task_id = open_task(params, run_id)
+    if is_cancelled(task_id):
+        # A cancelled task stays cancelled: a re-run only refreshes its report.
+        report = build_report(task_id)
+        return CampaignSummary(task_id=task_id, accepted=0, rejected=0, counts=report.counts, total_fee=report.total_fee, report=report.path)
 
     taken = intake(task_id)
     logger.info("notification task %s: %s rows accepted, %s rejected", task_id, taken.accepted, taken.rejected)
@@ -75,7 +78,7 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
 def _send_and_track(task_id: int, run_id: str) -> None:
     """Dispatch what is due and poll what is out until every message has its final status."""
     logger = get_run_logger()
-    owner = f"{run_id}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+    owner = new_owner(run_id)
     take_lease(task_id, owner)
     while True:
         sent = _dispatch_due(task_id, owner)
@@ -86,14 +89,14 @@ def _send_and_track(task_id: int, run_id: str) -> None:
         if not due_times:
             break
         wake = min(due_times)
-        if (wake - utcnow()).total_seconds() > get_settings().max_inprocess_wait_seconds:
-            release_lease(task_id, owner)  # the run is about to leave its process
         waiting_for_window = bool(sent.remaining) and sent.next_due_at == wake
-        wait_until(
-            wake,
-            "Waiting for window" if waiting_for_window else "Waiting for status poll",
-            f"continues at {_local(wake)} ({sent.remaining} to send, {polled.outstanding} awaiting delivery reports)",
-        )
+        name = "Waiting for window" if waiting_for_window else "Waiting for status poll"
+        message = f"continues at {_local(wake)} ({sent.remaining} to send, {polled.outstanding} awaiting delivery reports)"
+        if (wake - utcnow()).total_seconds() > get_settings().max_inprocess_wait_seconds:
+            # The run is about to leave its process.
+            release_lease(task_id, owner)
+            set_state(task_id, TaskState.SCHEDULED, f"{name.lower()}: {message}")
+        wait_until(wake, name, message)
     release_lease(task_id, owner)
 
 

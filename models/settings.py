@@ -28,7 +28,8 @@ class Settings(BaseSettings):
     # Seconds after sending at which delivery status is asked; empty means the provider's own schedule.
     poll_schedule: list[float] = Field(default_factory=list)
     max_send_attempts: int = 5
-    lease_seconds: float = 120.0
+    # Longer than the longest in-process wait, since the lease is renewed once per dispatch batch.
+    lease_seconds: float = 90.0
 
     @property
     def resolved_database_url(self) -> str:

@@ -154,6 +154,53 @@ def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")]
 
 
 @app.command()
+def pause(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
+    """Suspend a task's run: unsent messages are held until you resume or cancel."""
+    from notiflow.control import pause as pause_task
+
+    out.print(pause_task(task))
+
+
+@app.command()
+def resume(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
+    """Resume a paused task: it continues where it stopped, sending nothing twice."""
+    from notiflow.control import resume as resume_task
+
+    out.print(resume_task(task))
+
+
+@app.command()
+def cancel(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
+    """Cancel a task: every message not yet handed to a provider becomes CANCELED."""
+    from notiflow.control import cancel as cancel_task
+
+    out.print(cancel_task(task))
+
+
+@app.command("tasks")
+def list_tasks(
+    state: Annotated[Optional[str], typer.Option(help="created, scheduled, in progress, paused, completed, cancelled, failed")] = None,
+    search: Annotated[Optional[str], typer.Option(help="Part of the task name")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Created on or after this date (YYYY-MM-DD)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The task list: search by name and creation date, filter by state."""
+    from notiflow.tasklist import task_list
+
+    rows = task_list(state=state, search=search, since=since)
+    if as_json:
+        _emit(rows)
+        return
+    table = Table(title="notification tasks")
+    for column in ("id", "name", "state", "created", "accepted", "rejected", "sent", "delivered", "run"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["id"]), row["name"], row["state"], row["created_at"][:16].replace("T", " "),
+                      str(row["accepted"]), str(row["rejected"]), str(row["sent"]), str(row["delivered"]), row["ui_url"] or "")
+    out.print(table)
+
+
+@app.command()
 def stop() -> None:
     """Stop the background server `make demo` started (and only what it started)."""
     from notiflow.stack import stop_background_server

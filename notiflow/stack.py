@@ -104,14 +104,17 @@ def serve_forever() -> None:
 
     from deployments import served_deployments
     from models.db import get_engine
+    from notiflow.supervisor import start_supervisor
 
     get_engine()  # migrate before any flow run or webhook touches the database
     started = start_missing_services()
     # SIGTERM (make stop) must reach the finally below, so the services this process started stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    supervisor = start_supervisor()
     try:
         serve(*served_deployments(), print_starting_message=True)
     finally:
+        supervisor.set()
         stop_processes(started)
 
 

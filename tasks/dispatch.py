@@ -18,7 +18,7 @@ from sqlalchemy import and_, func, select, update
 from models.db import session_scope
 from models.history import record_each, transition
 from models.settings import get_settings
-from models.status import Channel, MessageStatus
+from models.status import Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import Acceptance, OutgoingMessage, Provider, ProviderRejected, ProviderUnavailable
 from tasks.lease import renew_lease
@@ -50,7 +50,12 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
         now = utcnow()
         with session_scope() as session:
             renew_lease(session, task_id, owner)
-            uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+            uid, task_state = session.execute(
+                select(NotificationTask.uid, NotificationTask.state).where(NotificationTask.id == task_id)
+            ).one()
+            if task_state in (TaskState.PAUSED, TaskState.CANCELLED):
+                # Paused or cancelled from outside while this process was between batches: send nothing.
+                return DispatchResult(channel=channel, sent=0, refused=0, expired=0, remaining=0, next_due_at=None)
             unsent = and_(Message.task_id == task_id, Message.channel == channel, Message.provider_message_id.is_(None))
             expired = transition(
                 session,

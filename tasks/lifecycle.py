@@ -101,3 +101,8 @@ def _store_file(source: str, uid: str) -> Path:
     target = files / f"{uid}{path.suffix.lower()}"
     shutil.copyfile(path, target)
     return target
+
+
+def is_cancelled(task_id: int) -> bool:
+    with session_scope() as session:
+        return session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)) == TaskState.CANCELLED

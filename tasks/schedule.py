@@ -20,11 +20,13 @@ from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
 class ScheduleResult:
     queued: int
     delayed: int
+    expired: int = 0
 
 
 @task(name="schedule per window", cache_policy=NO_CACHE)
 def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
-    """CREATED messages become QUEUED (due now) or DELAYED (their window opens later)."""
+    """CREATED messages become QUEUED (due now) or DELAYED (their window opens later); so do PAUSED ones
+    on resume, keeping their expiry: one whose validity ran out while paused becomes EXPIRED."""
     now = now or utcnow()
     queued = delayed = 0
     with session_scope() as session:
@@ -59,5 +61,25 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
                 queued += moved
             else:
                 delayed += moved
-    return ScheduleResult(queued=queued, delayed=delayed)
+        expired = 0
+        paused = and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value)
+        for (zone,) in session.execute(select(Message.time_zone).where(paused).distinct()).all():
+            send_at = next_send_time(now, windows, zone)
+            in_zone = and_(paused, Message.time_zone == zone)
+            expired += transition(
+                session, and_(in_zone, Message.expires_at <= send_at), MessageStatus.EXPIRED,
+                "validity period ran out while the task was paused", "schedule",
+            )
+            due = send_at <= now
+            moved = transition(
+                session, in_zone,
+                MessageStatus.QUEUED if due else MessageStatus.DELAYED,
+                "waiting in queue" if due else f"waiting for its window, {send_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time",
+                "schedule", scheduled_at=send_at,
+            )
+            if due:
+                queued += moved
+            else:
+                delayed += moved
+    return ScheduleResult(queued=queued, delayed=delayed, expired=expired)
 

@@ -52,6 +52,7 @@ os.environ.update(
     NOTIFLOW_API_URL=f"http://127.0.0.1:{_API_PORT}",
     NOTIFLOW_POLL_SCHEDULE="[1, 2, 3, 5, 8, 13, 20]",
     NOTIFLOW_MAX_INPROCESS_WAIT_SECONDS="5",
+    NOTIFLOW_DISPATCH_BATCH_SIZE="50",
     NOTIFLOW_SANDBOX_CONFIG='{"queued_seconds": 0.2, "sent_seconds": 0.2, "pending_seconds": 0.4, "delivered_rate": 0.8}',
     PREFECT_API_URL=f"http://127.0.0.1:{_PREFECT_PORT}/api",
     PREFECT_HOME=str(_HOME / "prefect"),

@@ -298,6 +298,8 @@ def create_app(config: CarrierConfig) -> FastAPI:
         if len(body.messages) > state.config.max_batch:
             limit = state.config.max_batch
             return error(413, f"batch of {len(body.messages)} messages is over the limit of {limit} per request")
+        if state.config.accept_seconds:
+            await asyncio.sleep(state.config.accept_seconds)
         now = utcnow()
         return {"results": [state.accept(message, body.report_url, now) for message in body.messages]}
 

@@ -43,6 +43,9 @@ class CarrierConfig(BaseModel):
         default=0.0, ge=0, le=1, description="Share of send requests that hang timeout_seconds, then answer 504."
     )
     timeout_seconds: float = Field(default=30.0, ge=0, description="How long a 'timeout' fault hangs.")
+    accept_seconds: float = Field(
+        default=0.0, ge=0, le=60, description="How long every send request takes before it is answered (a slow carrier)."
+    )
     seed: int = Field(default=1, description="Outcomes follow from seed and ref, faults from seed and request number.")
     report_url: WebhookURL | None = Field(
         default=None, description="Where delivery reports go when a send request names none."

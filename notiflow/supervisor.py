@@ -1,0 +1,82 @@
+"""Keeps notification tasks in step with their flow runs, whatever the UI did to them.
+
+A run suspended or cancelled from the UI runs none of our code (no hook runs for a suspended or
+waiting run, and a running one is killed mid-batch), so `notiflow server` watches the runs of its
+active tasks: a suspended run's unsent messages become PAUSED and its pause loses the UI dialog's
+timeout (which would otherwise fail the campaign), a cancelled run's become CANCELED, a crashed or
+failed run marks its task failed.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Suspended
+from sqlalchemy import select
+
+from models.db import session_scope
+from models.status import TaskState
+from models.tables import NotificationTask
+from tasks.control import cancel_unsent, hold_unsent, mark_failed
+
+logger = logging.getLogger("notiflow.supervisor")
+
+ACTIVE = (TaskState.CREATED, TaskState.SCHEDULED, TaskState.IN_PROGRESS, TaskState.PAUSED)
+
+
+def supervise_once(client: SyncPrefectClient) -> None:
+    """One look at every active task's run, acting on what changed."""
+    with session_scope() as session:
+        active = {
+            UUID(run_id): (task_id, state)
+            for task_id, run_id, state in session.execute(
+                select(NotificationTask.id, NotificationTask.flow_run_id, NotificationTask.state).where(
+                    NotificationTask.state.in_([s.value for s in ACTIVE]), NotificationTask.flow_run_id.is_not(None)
+                )
+            ).all()
+        }
+    if not active:
+        return
+    runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(active))), limit=len(active))
+    for run in runs:
+        task_id, task_state = active[run.id]
+        apply_run_state(client, run, task_id, TaskState(task_state))
+
+
+def apply_run_state(client: SyncPrefectClient, run: FlowRun, task_id: int, task_state: TaskState) -> None:
+    state = run.state
+    if state is None:
+        return
+    if state.type == StateType.PAUSED:
+        if task_state != TaskState.PAUSED:
+            held = hold_unsent(task_id)
+            logger.info("task %s: run %s suspended, %s unsent messages paused", task_id, run.id, held)
+        if state.state_details.pause_timeout is not None:
+            # The UI's Suspend dialog sets a timeout after which Prefect fails the run; a paused
+            # campaign must hold until someone resumes or cancels it.
+            client.set_flow_run_state(run.id, Suspended(pause_key=state.state_details.pause_key), force=True)
+    elif state.type in (StateType.CANCELLING, StateType.CANCELLED):
+        cancelled = cancel_unsent(task_id)
+        logger.info("task %s: run %s cancelled, %s unsent messages cancelled", task_id, run.id, cancelled)
+    elif state.type in (StateType.FAILED, StateType.CRASHED):
+        mark_failed(task_id, f"flow run {state.name.lower()}: {state.message or ''}".strip(": "))
+
+
+def supervise_forever(stop: threading.Event, interval: float = 1.0) -> None:
+    with get_client(sync_client=True) as client:
+        while not stop.is_set():
+            try:
+                supervise_once(client)
+            except Exception:  # the supervisor must outlive a database or API hiccup
+                logger.exception("supervisor pass failed; trying again")
+            stop.wait(interval)
+
+
+def start_supervisor() -> threading.Event:
+    stop = threading.Event()
+    threading.Thread(target=supervise_forever, args=(stop,), name="notiflow-supervisor", daemon=True).start()
+    return stop
