@@ -6,10 +6,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException
+from fastapi.responses import FileResponse, Response
 
 from models.db import get_engine, session_scope
+from models.tables import NotificationTask
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxSMS
+from tasks.funnel import funnel_svg
 from tasks.track import apply_reports
 
 @asynccontextmanager
@@ -36,3 +39,24 @@ def sandbox_reports(payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
     with session_scope() as session:
         applied = apply_reports(session, SandboxSMS.name, reports, "webhook")
     return {"received": len(reports), "applied": applied}
+
+
+@app.get("/tasks/{task_id}/funnel.svg")
+def task_funnel(task_id: int) -> Response:
+    """The delivery funnel chart the run's summary artifact shows."""
+    try:
+        svg = funnel_svg(task_id)
+    except LookupError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
+
+
+@app.get("/tasks/{task_id}/report.xlsx")
+def task_report(task_id: int) -> FileResponse:
+    """The task's Excel report, as the run's summary links it."""
+    with session_scope() as session:
+        task = session.get(NotificationTask, task_id)
+    if task is None or not task.report_path:
+        raise HTTPException(status_code=404, detail=f"notification task {task_id} has no report yet; it is written when the run ends")
+    return FileResponse(task.report_path, filename=f"notification-task-{task_id}.xlsx",
+                        media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

@@ -25,6 +25,7 @@ from tasks.intake import intake
 from tasks.lease import new_owner, release_lease, take_lease
 from tasks.lifecycle import is_cancelled, open_task, set_state
 from tasks.poll import poll
+from tasks.progress import publish_progress, publish_summary
 from tasks.report import build_report
 from tasks.schedule import schedule
 
@@ -62,12 +63,15 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
     planned = schedule(task_id)
     if planned.queued or planned.delayed:
         logger.info("scheduled %s messages to send now, %s for later windows", planned.queued, planned.delayed)
+    publish_progress(task_id)
 
     if not params.dry_run:
         _send_and_track(task_id, run_id)
 
     report = build_report(task_id)
     set_state(task_id, TaskState.COMPLETED)
+    publish_progress(task_id)
+    publish_summary(task_id)
     logger.info("report: %s", report.path)
     return CampaignSummary(
         task_id=task_id, accepted=taken.accepted, rejected=taken.rejected,
@@ -83,6 +87,7 @@ def _send_and_track(task_id: int, run_id: str) -> None:
     while True:
         sent = _dispatch_due(task_id, owner)
         polled = poll(task_id)
+        publish_progress(task_id)
         if polled.error:
             logger.warning("status poll failed, will ask again: %s", polled.error)
         due_times = [t for t in (sent.next_due_at if sent.remaining else None, polled.next_poll_at) if t]
@@ -107,6 +112,7 @@ def _dispatch_due(task_id: int, owner: str) -> DispatchResult:
     while True:
         result = dispatch(task_id, owner)
         if result.sent or result.refused or result.expired:
+            publish_progress(task_id)
             logger.info(
                 "batch: %s %s messages sent, %s refused, %s expired; %s left to send",
                 result.sent, result.channel, result.refused, result.expired, result.remaining,

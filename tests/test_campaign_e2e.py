@@ -89,6 +89,30 @@ def test_flow_run_is_named_after_the_task_and_shows_in_prefect(finished_campaign
     assert run.state is not None and run.state.is_completed()
 
 
+def test_run_shows_progress_counts_and_a_summary_in_the_ui(stack: Any, finished_campaign: dict[str, Any]) -> None:
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    task_id = finished_campaign["task_id"]
+    with get_client(sync_client=True) as client:
+        def latest(what: str) -> Any:
+            key = f"notification-task-{task_id}-{what}"
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert artifacts, f"no artifact {key}"
+            return max(artifacts, key=lambda a: a.created)
+
+        assert latest("progress").data == 100.0
+        counts = latest("counts").data
+        table = json.loads(counts) if isinstance(counts, str) else counts
+        assert table[0]["channel"] == "sms" and table[0]["total"] == 120
+        summary_ = latest("summary").data
+    assert "**120** rows accepted, **3** rejected" in summary_
+    assert "delivery rate" in summary_ and "Top rejection reasons" in summary_
+    funnel = httpx.get(f"{stack.api_url}/tasks/{task_id}/funnel.svg")
+    assert funnel.status_code == 200 and funnel.text.startswith("<svg") and ">120<" in funnel.text
+    report = httpx.get(f"{stack.api_url}/tasks/{task_id}/report.xlsx")
+    assert report.status_code == 200 and report.content[:2] == b"PK"
+
+
 def test_second_run_of_the_same_task_sends_nothing_again(stack: Any, engine: Any, finished_campaign: dict[str, Any]) -> None:
     task_id = finished_campaign["task_id"]
     with Session(engine) as session:
