@@ -9,6 +9,7 @@ from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import FileResponse, Response
 
 from models.db import get_engine, session_scope
+from models.settings import get_settings
 from models.tables import NotificationTask
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxSMS
@@ -60,3 +61,13 @@ def task_report(task_id: int) -> FileResponse:
         raise HTTPException(status_code=404, detail=f"notification task {task_id} has no report yet; it is written when the run ends")
     return FileResponse(task.report_path, filename=f"notification-task-{task_id}.xlsx",
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+@app.get("/reports/{name}")
+def report_file(name: str) -> FileResponse:
+    """A file of the reports folder (task reports and history exports), as `notiflow reports` lists them."""
+    folder = get_settings().reports_dir.resolve()
+    path = (folder / name).resolve()
+    if path.parent != folder or not path.is_file() or path.suffix != ".xlsx":
+        raise HTTPException(status_code=404, detail=f"no report {name!r}; list them with `notiflow reports`")
+    return FileResponse(path, filename=name, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

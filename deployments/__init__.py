@@ -2,18 +2,32 @@
 from __future__ import annotations
 
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
+from prefect.schedules import Cron
 
 from flows.campaign import notification_task
+from flows.history import history_report
+from models.settings import get_settings
 
 NOTIFICATION_TASK = "notification-task/notification-task"
 
 
 def served_deployments() -> list[RunnerDeployment]:
+    zone = get_settings().timezone
     return [
         notification_task.to_deployment(
             name="notification-task",
             description="Run a notification task: parse its file, validate, schedule, send, track delivery, report.",
             tags=["notiflow"],
             entrypoint_type=EntrypointType.MODULE_PATH,
+        ),
+        history_report.to_deployment(
+            name="history-report",
+            description="Export the message history to Excel: daily at 06:00 for the previous day, monthly on the 1st for the previous month.",
+            tags=["notiflow"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            schedules=[
+                Cron("0 6 * * *", timezone=zone, parameters={"period": "previous-day"}, slug="daily"),
+                Cron("0 6 1 * *", timezone=zone, parameters={"period": "previous-month"}, slug="monthly"),
+            ],
         ),
     ]

@@ -1,9 +1,11 @@
 """Flow parameters as pydantic models: the Prefect UI draws its run form from them."""
 from __future__ import annotations
 
+from datetime import date
+
 from pydantic import BaseModel, Field
 
-from models.status import Channel
+from models.status import Channel, MessageStatus
 
 
 class NotificationTaskParams(BaseModel):
@@ -27,3 +29,14 @@ class NotificationTaskParams(BaseModel):
         description="Continue an existing notification task instead of creating one (nothing already sent is sent again).",
     )
 
+
+
+class HistoryFilter(BaseModel):
+    """Which messages a history export holds (spec §8); dates are in the account's time zone."""
+
+    since: date | None = Field(default=None, description="First day (default: the first of the current month).")
+    until: date | None = Field(default=None, description="Last day, inclusive (default: today).")
+    channel: Channel | None = Field(default=None, description="Only this channel.")
+    status: MessageStatus | None = Field(default=None, description="Only messages with this status.")
+    phone: str | None = Field(default=None, description="Only recipients whose number contains these digits.")
+    task_id: int | None = Field(default=None, description="Only this notification task.")

@@ -201,6 +201,55 @@ def list_tasks(
 
 
 @app.command()
+def history(
+    since: Annotated[Optional[str], typer.Option(help="First day, YYYY-MM-DD (default: first of this month)")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Last day, inclusive (default: today)")] = None,
+    channel: Annotated[Optional[str], typer.Option(help="Only this channel")] = None,
+    status: Annotated[Optional[str], typer.Option(help="Only this status, e.g. DELIVERED")] = None,
+    phone: Annotated[Optional[str], typer.Option(help="Only numbers containing these digits")] = None,
+    task: Annotated[Optional[int], typer.Option(help="Only this notification task")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Export the message history to Excel in the reports folder."""
+    from pydantic import ValidationError
+
+    from models.params import HistoryFilter
+    from tasks.history import export_history
+
+    try:
+        filters = HistoryFilter(since=since, until=until, channel=channel, status=status.upper() if status else None,
+                                phone=phone, task_id=task)
+        result = export_history(filters)
+    except ValidationError as exc:
+        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise NotiflowError(problems) from exc
+    except ValueError as exc:
+        raise NotiflowError(str(exc)) from exc
+    data = {"path": result.path, "messages": result.messages, "since": result.since.isoformat(), "until": result.until.isoformat()}
+    if as_json:
+        _emit(data)
+    else:
+        out.print(f"{result.messages} messages from {result.since} to {result.until}: {result.path}")
+
+
+@app.command()
+def reports(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The reports folder: task reports and history exports, newest first."""
+    from tasks.history import list_reports
+
+    files = list_reports()
+    if as_json:
+        _emit(files)
+        return
+    table = Table(title=f"reports in {get_settings().reports_dir.resolve()}")
+    for column in ("file", "size", "modified (UTC)"):
+        table.add_column(column)
+    for item in files:
+        table.add_row(item["name"], f"{item['bytes'] / 1024:.0f} KiB", item["modified"][:19].replace("T", " "))
+    out.print(table)
+
+
+@app.command()
 def stop() -> None:
     """Stop the background server `make demo` started (and only what it started)."""
     from notiflow.stack import stop_background_server

@@ -1,0 +1,86 @@
+"""The history export (spec §8): every message of a period, filtered, as an Excel file in the reports folder."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from sqlalchemy import select
+from sqlmodel import Session
+
+from models.db import get_engine
+from models.params import HistoryFilter
+from models.settings import get_settings
+from models.tables import Message
+from tasks.workbook import save, write_messages
+
+
+@dataclass(frozen=True)
+class HistoryExport:
+    path: str
+    messages: int
+    since: date
+    until: date
+
+
+def period(filters: HistoryFilter, today: date | None = None) -> tuple[date, date]:
+    """The export's first and last day: by default from the first of the current month to today."""
+    today = today or datetime.now(ZoneInfo(get_settings().timezone)).date()
+    since = filters.since or today.replace(day=1)
+    until = filters.until or today
+    if until < since:
+        raise ValueError(f"the period ends ({until}) before it starts ({since}); give --until on or after --since")
+    return since, until
+
+
+def export_history(filters: HistoryFilter, today: date | None = None) -> HistoryExport:
+    settings = get_settings()
+    zone = ZoneInfo(settings.timezone)
+    since, until = period(filters, today)
+    start = datetime.combine(since, time(0), zone).astimezone(timezone.utc)
+    end = datetime.combine(until + timedelta(days=1), time(0), zone).astimezone(timezone.utc)
+    query = select(Message).where(Message.created_at >= start, Message.created_at < end)
+    if filters.channel:
+        query = query.where(Message.channel == filters.channel.value)
+    if filters.status:
+        query = query.where(Message.status == filters.status.value)
+    if filters.phone:
+        digits = re.sub(r"\D", "", filters.phone)
+        if not digits:
+            raise ValueError(f"phone filter {filters.phone!r} has no digits; give part of a number, e.g. 912345")
+        query = query.where(Message.recipient.contains(digits))
+    if filters.task_id is not None:
+        query = query.where(Message.task_id == filters.task_id)
+    path = settings.reports_dir.resolve() / _file_name(filters, since, until)
+    workbook = Workbook(write_only=True)
+    with Session(get_engine()) as session:
+        written = write_messages(workbook, session.scalars(query.order_by(Message.id).execution_options(yield_per=2000)), settings.timezone)
+    save(workbook, path)
+    return HistoryExport(path=str(path), messages=written, since=since, until=until)
+
+
+def _file_name(filters: HistoryFilter, since: date, until: date) -> str:
+    parts: list[Any] = ["history", since.isoformat(), until.isoformat()]
+    for name in ("channel", "status", "phone", "task_id"):
+        value = getattr(filters, name)
+        if value is not None:
+            text = re.sub(r"[^\w]+", "", str(getattr(value, "value", value)))
+            parts.append(f"{name.removesuffix('_id')}-{text}")
+    return "_".join(str(p) for p in parts) + ".xlsx"
+
+
+def list_reports() -> list[dict[str, Any]]:
+    """Every report file in the reports folder, newest first."""
+    folder: Path = get_settings().reports_dir.resolve()
+    if not folder.exists():
+        return []
+    files = sorted((p for p in folder.glob("*.xlsx") if not p.name.endswith(".tmp.xlsx")), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [
+        {"name": p.name, "path": str(p), "bytes": p.stat().st_size,
+         "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()}
+        for p in files
+    ]

@@ -1,0 +1,70 @@
+"""Excel output shared by the task report and the history export: the spec's message columns (§8)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+
+from models.tables import Message
+
+# The history export's columns, in the order of the product spec (§8).
+MESSAGE_COLUMNS = (
+    "message id", "bulk id", "group id", "flow id", "status", "status description", "channel", "sender",
+    "recipient", "text", "fee", "mobile operator", "template id", "template name", "variables", "part count",
+    "e-mail views", "e-mail clicks", "short link", "short-link clicks", "created at", "sent at", "delivered at",
+    "send-start time", "delivery expiry time",
+)
+_TIME_COLUMNS = 5  # the last five columns are times, written in the account's zone
+
+
+def header(sheet: Any, names: Sequence[str]) -> None:
+    cells = []
+    for name in names:
+        cell = WriteOnlyCell(sheet, value=name)
+        cell.font = Font(bold=True)
+        cells.append(cell)
+    sheet.append(cells)
+
+
+def write_messages(workbook: Workbook, messages: Iterable[Message], zone_name: str, title: str = "Messages") -> int:
+    """A sheet with one row per message; returns how many rows it wrote."""
+    zone = ZoneInfo(zone_name)
+    sheet = workbook.create_sheet(title)
+    sheet.freeze_panes = "A2"
+    times = MESSAGE_COLUMNS[-_TIME_COLUMNS:]
+    header(sheet, MESSAGE_COLUMNS[:-_TIME_COLUMNS] + tuple(f"{c} ({zone_name})" for c in times))
+    written = 0
+    for message in messages:
+        sheet.append(_message_row(message, zone))
+        written += 1
+    return written
+
+
+def save(workbook: Workbook, path: Path) -> None:
+    """Save through a temporary file, so a reader never sees a half-written workbook."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.xlsx")
+    workbook.save(tmp)
+    tmp.replace(path)
+
+
+def _local(moment: datetime | None, zone: ZoneInfo) -> datetime | None:
+    return None if moment is None else moment.astimezone(zone).replace(tzinfo=None)
+
+
+def _message_row(message: Message, zone: ZoneInfo) -> list[Any]:
+    return [
+        message.id, message.bulk_id, message.group_id, message.flow_id, message.status, message.status_description,
+        message.channel, message.sender if message.channel == "sms" else None, message.recipient, message.text,
+        message.fee, None, None, None, json.dumps(message.variables, ensure_ascii=False) if message.variables else None,
+        message.parts, 0, 0, None, 0,
+        _local(message.created_at, zone), _local(message.sent_at, zone), _local(message.delivered_at, zone),
+        _local(message.scheduled_at, zone), _local(message.expires_at, zone),
+    ]
