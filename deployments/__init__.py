@@ -6,6 +6,7 @@ from prefect.schedules import Cron
 
 from flows.campaign import notification_task
 from flows.history import history_report
+from flows.hlr import hlr_check
 from models.settings import get_settings
 
 NOTIFICATION_TASK = "notification-task/notification-task"
@@ -29,5 +30,11 @@ def served_deployments() -> list[RunnerDeployment]:
                 Cron("0 6 * * *", timezone=zone, parameters={"period": "previous-day"}, slug="daily"),
                 Cron("0 6 1 * *", timezone=zone, parameters={"period": "previous-month"}, slug="monthly"),
             ],
+        ),
+        hlr_check.to_deployment(
+            name="hlr-check",
+            description="Phone checks (HLR): is each number live and reachable, on which network, at what price.",
+            tags=["notiflow"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]

@@ -147,3 +147,21 @@ class StatusEvent(SQLModel, table=True):
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
     source: str = Field(sa_column=Column(String(32), nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PhoneCheckResult(SQLModel, table=True):
+    """One phone check (HLR lookup, spec §9): the number's status, network and the check's price."""
+
+    __tablename__ = "phone_check"
+
+    id: int | None = Field(default=None, primary_key=True)
+    phone: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    status_description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    operator: str | None = Field(default=None, sa_column=Column(String(128)))
+    roaming: bool = False
+    ported: bool = False
+    price: Decimal = Field(default=Decimal("0"), sa_column=Column(Numeric(14, 4), nullable=False))
+    provider: str = Field(sa_column=Column(String(32), nullable=False))
+    flow_run_id: str | None = Field(default=None, sa_column=Column(String(36)))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))

@@ -250,6 +250,63 @@ def reports(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
+def hlr(
+    phones: Annotated[list[str], typer.Argument(help="Phone numbers, or one task file whose phone column to check")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check whether numbers are live and reachable (HLR); results are stored for `notiflow checks`."""
+    from tasks.hlr import check_phones, phones_from
+
+    result = check_phones(phones_from(phones))
+    if as_json:
+        _emit({"checked": [{k: v for k, v in r.items() if k != "flow_run_id"} for r in result.checked],
+               "invalid": result.invalid, "total_price": result.total_price})
+        return
+    table = Table(title=f"{len(result.checked)} numbers checked, total price {result.total_price}")
+    for column in ("phone", "status", "operator", "roaming", "ported", "price"):
+        table.add_column(column)
+    for r in result.checked:
+        table.add_row(r["phone"], r["status"], r["operator"] or "", "yes" if r["roaming"] else "", "yes" if r["ported"] else "", str(r["price"]))
+    out.print(table)
+    for bad in result.invalid:
+        err.print(f"not checked: {bad['reason']}")
+
+
+@app.command()
+def checks(
+    phone: Annotated[Optional[str], typer.Option(help="Part of the number")] = None,
+    since: Annotated[Optional[str], typer.Option(help="First day, YYYY-MM-DD")] = None,
+    until: Annotated[Optional[str], typer.Option(help="Last day, inclusive")] = None,
+    export: Annotated[bool, typer.Option("--export", help="Write them to Excel in the reports folder")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stored phone checks, by phone fragment and period; --export writes the spec's Excel file."""
+    from datetime import date
+
+    from tasks.hlr import export_checks, find_checks
+
+    try:
+        first, last = (date.fromisoformat(since) if since else None), (date.fromisoformat(until) if until else None)
+    except ValueError as exc:
+        raise NotiflowError(f"--since/--until take dates like 2026-11-01 ({exc})") from exc
+    found = find_checks(phone, first, last)
+    path = str(export_checks(found)) if export else None
+    if as_json:
+        _emit({"checks": [{"id": c.id, "phone": c.phone, "status": c.status, "status_description": c.status_description,
+                           "operator": c.operator, "roaming": c.roaming, "ported": c.ported, "price": str(c.price),
+                           "checked_at": c.created_at.isoformat()} for c in found], "export": path})
+        return
+    table = Table(title=f"{len(found)} phone checks")
+    for column in ("id", "phone", "status", "description", "checked (UTC)", "price"):
+        table.add_column(column)
+    for c in found:
+        table.add_row(str(c.id), c.phone, c.status, c.status_description, c.created_at.isoformat()[:19].replace("T", " "), str(c.price))
+    out.print(table)
+    if path:
+        out.print(f"exported: {path}")
+
+
+@app.command()
 def stop() -> None:
     """Stop the background server `make demo` started (and only what it started)."""
     from notiflow.stack import stop_background_server

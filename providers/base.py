@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -49,6 +50,20 @@ class StatusReport:
     description: str
     at: datetime
     ref: str | None = None
+
+
+@dataclass(frozen=True)
+class PhoneCheck:
+    """A phone check (HLR lookup): whether the number is live, and on which network."""
+
+    phone: str
+    status: str  # live, absent or unknown
+    description: str
+    operator: str | None
+    roaming: bool
+    ported: bool
+    price: Decimal
+    at: datetime
 
 
 class ProviderError(Exception):
@@ -108,6 +123,10 @@ class Provider(ABC):
         """Turn a pushed delivery report into status reports (ValueError if it is not one); adapters
         without webhooks refuse."""
         raise ProviderRejected(f"{cls.name} does not push delivery reports")
+
+    def check_phones(self, phones: Sequence[str]) -> list[PhoneCheck]:
+        """Phone checks (HLR); adapters whose service has none refuse."""
+        raise ProviderRejected(f"{self.name} does not check phones")
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request, mapping transport trouble onto ProviderUnavailable/ProviderRejected."""

@@ -111,7 +111,8 @@ def _cell(values: Sequence[Any], position: int | None) -> Any:
     return value
 
 
-def _text(value: Any) -> str | None:
+def cell_text(value: Any) -> str | None:
+    """A cell as text; a whole number stored as a float (79123456789.0) loses its ".0"."""
     if value is None:
         return None
     if isinstance(value, float) and value.is_integer():
@@ -201,7 +202,7 @@ def _validate_row(
     if channel not in CONNECTED_CHANNELS:
         row.fail("channel", "channel_not_connected", channel.value, f"{channel.value} is not connected yet; use {', '.join(sorted(c.value for c in CONNECTED_CHANNELS))}")
 
-    text = _text(row.get("text"))
+    text = cell_text(row.get("text"))
     if text is None:
         row.fail("text", "missing_text", None, "is empty; write the message text")
 
@@ -236,12 +237,12 @@ def _validate_row(
         recipient=recipient,
         channel=channel,
         text=text or "",
-        sender=_text(row.get("from")) or default_sender,
+        sender=cell_text(row.get("from")) or default_sender,
         time_zone=zone,
         validity_period=validity,
-        external_id=_text(row.get("external id")),
-        bulk_id=_text(row.get("bulk id")),
-        group_id=_text(row.get("group id")),
-        flow_id=_text(row.get("flow id")),
+        external_id=cell_text(row.get("external id")),
+        bulk_id=cell_text(row.get("bulk id")),
+        group_id=cell_text(row.get("group id")),
+        flow_id=cell_text(row.get("flow id")),
         variables=variables,
     )

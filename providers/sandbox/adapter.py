@@ -4,12 +4,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from models.status import Channel, MessageStatus
-from providers.base import Acceptance, OutgoingMessage, Provider, ProviderUnavailable, StatusReport
+from providers.base import Acceptance, OutgoingMessage, PhoneCheck, Provider, ProviderUnavailable, StatusReport
 
 logger = logging.getLogger("notiflow.providers.sandbox")
 
@@ -101,6 +102,23 @@ class SandboxSMS(Provider):
             if len(known) < len(items):
                 logger.warning("%s does not know %d of %d polled ids", self.name, len(items) - len(known), len(items))
         return reports
+
+    def check_phones(self, phones: Sequence[str]) -> list[PhoneCheck]:
+        checks: list[PhoneCheck] = []
+        for start in range(0, len(phones), self.batch_size):
+            response = self._request("POST", "/hlr", json={"phones": list(phones[start : start + self.batch_size])})
+            try:
+                checks += [
+                    PhoneCheck(
+                        phone=item["phone"], status=item["status"], description=item["description"],
+                        operator=item.get("operator"), roaming=bool(item["roaming"]), ported=bool(item["ported"]),
+                        price=Decimal(item["price"]), at=datetime.fromisoformat(item["checked_at"]),
+                    )
+                    for item in response.json()["results"]
+                ]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProviderUnavailable(f"{self.name}: unreadable phone-check answer ({exc})") from exc
+        return checks
 
     @classmethod
     def parse_webhook(cls, payload: Any) -> list[StatusReport]:

@@ -65,6 +65,33 @@ class StatusRequest(BaseModel):
     ids: list[str] = Field(min_length=1)
 
 
+class HLRRequest(BaseModel):
+    phones: list[str] = Field(min_length=1)
+
+
+# Phone-check (HLR) answers: a share of numbers is live, some absent (switched off, out of coverage),
+# a few unknown to the network; operators and flags are drawn per number, the same every time.
+HLR_OPERATORS = ("MTS", "MegaFon", "Beeline", "Tele2", "Yota")
+HLR_PRICE = "0.50"
+
+
+def hlr_answer(phone: str, seed: int) -> dict[str, Any]:
+    draw = random.Random(f"hlr:{seed}:{phone}")
+    roll = draw.random()
+    status, description = (
+        ("live", "subscriber is reachable") if roll < 0.8
+        else ("absent", "subscriber is switched off or out of coverage") if roll < 0.95
+        else ("unknown", "number is not known to the network")
+    )
+    return {
+        "phone": phone, "status": status, "description": description,
+        "operator": draw.choice(HLR_OPERATORS) if status != "unknown" else None,
+        "roaming": status == "live" and draw.random() < 0.05,
+        "ported": status != "unknown" and draw.random() < 0.1,
+        "price": HLR_PRICE,
+    }
+
+
 @dataclass
 class Message:
     """An accepted message; its whole timeline and outcome are fixed the moment it is accepted."""
@@ -338,6 +365,15 @@ def create_app(config: CarrierConfig) -> FastAPI:
     async def reset() -> Any:
         state.reset()
         return {"reset": True}
+
+    @app.post("/hlr")
+    async def hlr(body: HLRRequest) -> Any:
+        """Phone checks: is each number live, and on which network."""
+        if len(body.phones) > state.config.max_batch:
+            return error(413, f"{len(body.phones)} phones is over the limit of {state.config.max_batch} per request")
+        state.counters["hlr_requests"] += 1
+        checked_at = iso(utcnow())
+        return {"results": [hlr_answer(phone, state.config.seed) | {"checked_at": checked_at} for phone in body.phones]}
 
     @app.get("/health")
     async def health() -> Any:
