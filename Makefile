@@ -28,7 +28,8 @@ stop:
 
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
-	$(MAKE) --no-print-directory test-sqlite test-postgres
+	bash scripts/ensure-chromium.sh
+	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: $(STAMP)
 	NOTIFLOW_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q

@@ -70,7 +70,7 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
 
     report = build_report(task_id)
     set_state(task_id, TaskState.COMPLETED)
-    publish_progress(task_id)
+    publish_progress(task_id, with_counts=True)
     publish_summary(task_id)
     logger.info("report: %s", report.path)
     return CampaignSummary(
@@ -101,6 +101,7 @@ def _send_and_track(task_id: int, run_id: str) -> None:
             # The run is about to leave its process.
             release_lease(task_id, owner)
             set_state(task_id, TaskState.SCHEDULED, f"{name.lower()}: {message}")
+            publish_progress(task_id, with_counts=True)
         wait_until(wake, name, message)
     release_lease(task_id, owner)
 

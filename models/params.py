@@ -16,11 +16,11 @@ class NotificationTaskParams(BaseModel):
     )
     name: str | None = Field(default=None, description="Task name shown in the task list; defaults to the file name.")
     windows: list[str] = Field(
-        default_factory=lambda: ["09:00-20:00"],
+        default=["09:00-20:00"],
         description='Time limiter: sending windows in the subscriber\'s local time, "HH:MM-HH:MM" each (24:00 ends a day).',
     )
     channels: list[Channel] = Field(
-        default_factory=lambda: [Channel.SMS],
+        default=[Channel.SMS],
         description="Default channel order for rows without a channel column.",
     )
     dry_run: bool = Field(default=False, description="Validate and plan only: store and report, send nothing.")

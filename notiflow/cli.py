@@ -192,12 +192,15 @@ def list_tasks(
         _emit(rows)
         return
     table = Table(title="notification tasks")
-    for column in ("id", "name", "state", "created", "accepted", "rejected", "sent", "delivered", "run"):
-        table.add_column(column, overflow="fold")
+    for column in ("id", "name", "state", "created (UTC)", "accepted", "rejected", "sent", "delivered"):
+        table.add_column(column)
     for row in rows:
         table.add_row(str(row["id"]), row["name"], row["state"], row["created_at"][:16].replace("T", " "),
-                      str(row["accepted"]), str(row["rejected"]), str(row["sent"]), str(row["delivered"]), row["ui_url"] or "")
+                      str(row["accepted"]), str(row["rejected"]), str(row["sent"]), str(row["delivered"]))
     out.print(table)
+    for row in rows:
+        if row["ui_url"]:
+            out.print(f"task {row['id']}: {row['ui_url']}", soft_wrap=True)
 
 
 @app.command()

@@ -35,8 +35,9 @@ def _counts(session: Session, task_id: int) -> list[tuple[str, str, int]]:
     ]
 
 
-def publish_progress(task_id: int) -> None:
-    """Update the task's progress artifact (share of messages with a final status) and its counts table."""
+def publish_progress(task_id: int, *, with_counts: bool = False) -> None:
+    """Update the task's progress artifact (share of messages with a final status); with `with_counts`,
+    also a new version of its counts table (at milestones, not every batch: each is a card in the UI)."""
     with Session(get_engine()) as session:
         counts = _counts(session, task_id)
     total = sum(n for _c, _s, n in counts)
@@ -48,6 +49,8 @@ def publish_progress(task_id: int) -> None:
         update_progress_artifact(_progress_ids[task_id], percent, description=description)
     else:
         _progress_ids[task_id] = create_progress_artifact(percent, key=artifact_key(task_id, "progress"), description=description)
+    if not with_counts:
+        return
     by_channel: dict[str, Counter[str]] = {}
     for channel, status, number in counts:
         by_channel.setdefault(channel, Counter())[status] = number

@@ -117,7 +117,7 @@ def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     yield running
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(15)
+        process.wait(5)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
 
