@@ -4,6 +4,7 @@ nothing sent after a cancel, nothing lost."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -164,3 +165,45 @@ def test_pause_while_waiting_then_cancel_from_the_cli(stack: Any, engine: Any, t
     assert campaign.run_state().type == StateType.CANCELLED
     assert campaign.statuses() == {"CANCELED": 10}
     assert campaign.carrier_refs() == []
+
+
+def test_kill_9_of_the_run_process_then_retry_sends_nothing_twice(stack: Any, engine: Any, tmp_path: Path, slow_carrier: None) -> None:
+    from prefect.states import State
+
+    campaign = Campaign(stack, engine, tmp_path, size=400, windows=["00:00-24:00"])
+    wait_until(lambda: len(campaign.carrier_refs()) >= 100, timeout=60, interval=0.2, what="the first batches")
+    with Session(engine) as session:
+        owner = session.scalar(select(NotificationTask.lease_owner).where(NotificationTask.id == campaign.task_id))
+    pid = int(owner.split("/")[1])  # the lease names the process dispatching the task
+    os.kill(pid, signal.SIGKILL)
+    campaign.wait_for_state(lambda s: s.type in (StateType.CRASHED, StateType.FAILED), "the run to crash", timeout=60)
+    wait_until(lambda: _task_state(engine, campaign.task_id) == "failed", timeout=30, interval=0.5, what="the task to show failed")
+
+    with get_client(sync_client=True) as client:  # the UI's Retry
+        client.set_flow_run_state(campaign.run.id, State(type=StateType.SCHEDULED, name="AwaitingRetry"), force=True)
+    finished = follow(campaign.run.id, console=None, timeout=180, stop_when_waiting=False)
+    assert summary(finished)["state"] == "COMPLETED"
+    refs = campaign.carrier_refs()
+    assert len(refs) == len(set(refs)) == 400
+    assert sum(campaign.statuses().values()) == 400 and set(campaign.statuses()) <= {"DELIVERED", "UNDELIVERED"}
+
+
+def test_editing_a_suspended_runs_parameters_does_not_resend(stack: Any, engine: Any, tmp_path: Path, slow_carrier: None) -> None:
+    campaign = Campaign(stack, engine, tmp_path, size=300, windows=["00:00-24:00"])
+    wait_until(lambda: len(campaign.carrier_refs()) >= 50, timeout=60, interval=0.2, what="the first batches")
+    notiflow("pause", str(campaign.task_id))
+    campaign.wait_for_state(lambda s: s.type == StateType.PAUSED, "the run to show Suspended")
+    with get_client(sync_client=True) as client:
+        params = dict(client.read_flow_run(campaign.run.id).parameters["params"])
+        params.update(name="renamed while paused", windows=["00:00-23:59"], dry_run=False)
+        client.update_flow_run(campaign.run.id, parameters={"params": params})
+    notiflow("resume", str(campaign.task_id))
+    finished = follow(campaign.run.id, console=None, timeout=180, stop_when_waiting=False)
+    assert summary(finished)["state"] == "COMPLETED"
+    refs = campaign.carrier_refs()
+    assert len(refs) == len(set(refs)) == 300
+
+
+def _task_state(engine: Any, task_id: int) -> str | None:
+    with Session(engine) as session:
+        return session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id))
