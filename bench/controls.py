@@ -64,14 +64,14 @@ def main() -> None:
     from models.tables import Message, NotificationTask
     from notiflow.control import cancel, pause, resume
     from notiflow.follow import follow, start_run
-    from notiflow.stack import _deployment_registered
+    from notiflow.stack import deployments_registered
     from tests.files import phones, write_xlsx
 
     log = (home / "server.log").open("wb")
     server = subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     engine = get_engine()
     try:
-        while not _deployment_registered():
+        while not deployments_registered():
             time.sleep(0.5)
         client = get_client(sync_client=True).__enter__()
 

@@ -7,9 +7,11 @@ from prefect.schedules import Cron
 from flows.campaign import notification_task
 from flows.history import history_report
 from flows.hlr import hlr_check
+from flows.send import send_notification
 from models.settings import get_settings
 
 NOTIFICATION_TASK = "notification-task/notification-task"
+SERVED = (NOTIFICATION_TASK, "send-notification/send-notification", "history-report/history-report", "hlr-check/hlr-check")
 
 
 def served_deployments() -> list[RunnerDeployment]:
@@ -18,6 +20,12 @@ def served_deployments() -> list[RunnerDeployment]:
         notification_task.to_deployment(
             name="notification-task",
             description="Run a notification task: parse its file, validate, schedule, send, track delivery, report.",
+            tags=["notiflow"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        ),
+        send_notification.to_deployment(
+            name="send-notification",
+            description="Send one text to a few recipients from a form; it runs as a notification task.",
             tags=["notiflow"],
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),

@@ -40,3 +40,13 @@ class HistoryFilter(BaseModel):
     status: MessageStatus | None = Field(default=None, description="Only messages with this status.")
     phone: str | None = Field(default=None, description="Only recipients whose number contains these digits.")
     task_id: int | None = Field(default=None, description="Only this notification task.")
+
+
+class SendNotificationParams(BaseModel):
+    """A small send from a form: one text to a few recipients."""
+
+    recipients: list[str] = Field(description="Recipients' phone numbers.", min_length=1)
+    text: str = Field(description="Message text; {name} placeholders are filled from the variables.", min_length=1)
+    variables: dict[str, str] = Field(default={}, description='Values for the text\'s placeholders, e.g. {"name": "Anna"}.')
+    name: str | None = Field(default=None, description="Task name shown in the task list.")
+    windows: list[str] = Field(default=["09:00-20:00"], description='Sending windows, "HH:MM-HH:MM" in the subscriber\'s local time.')

@@ -140,23 +140,24 @@ def ensure_background_server(timeout: float = 120) -> bool:
         if process is not None and process.poll() is not None:
             _pid_file().unlink(missing_ok=True)
             raise NotiflowError(f"notiflow server stopped while starting; see {logs_dir() / 'server.log'}")
-        if _deployment_registered():
+        if deployments_registered():
             return process is not None
         time.sleep(0.5)
     raise NotiflowError(f"notiflow server did not become ready within {timeout:.0f} s; see {logs_dir() / 'server.log'}")
 
 
-def _deployment_registered() -> bool:
-    """A run created now will be picked up: the deployment exists (the served runner polls for its runs)."""
+def deployments_registered() -> bool:
+    """A run created now will be picked up: every served deployment exists (the runner polls for their runs)."""
     from prefect.client.orchestration import get_client
 
-    from deployments import NOTIFICATION_TASK
+    from deployments import SERVED
 
     if not is_up(f"{os.environ['PREFECT_API_URL'].rstrip('/')}/health"):
         return False
     with get_client(sync_client=True) as client:
         try:
-            client.read_deployment_by_name(NOTIFICATION_TASK)
+            for name in SERVED:
+                client.read_deployment_by_name(name)
         except Exception:
             return False
     return True

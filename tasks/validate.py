@@ -13,6 +13,7 @@ from phonenumbers import timezone as phone_zones
 
 from models.errors import TaskFileError
 from models.status import Channel
+from tasks.compose import CompositionError, fill
 from tasks.windows import zone_for
 
 # Canonical column → the header spellings that mean it (after normalise_header).
@@ -229,6 +230,13 @@ def _validate_row(
                 raise ValueError
         except ValueError:
             row.fail("variables", "invalid_variables", raw_variables, 'is not a JSON object like {"name": "Anna"}')
+
+    if text is not None and not row.errors:
+        try:
+            text = fill(text, variables)
+        except CompositionError as exc:
+            column = "variables" if exc.variable else "text"
+            row.fail(column, "missing_variable" if exc.variable else "invalid_placeholder", exc.variable or text, str(exc))
 
     if row.errors:
         return row.errors

@@ -100,7 +100,7 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
     """One real `notiflow server` for the whole session, started the way a user starts it."""
-    from notiflow.stack import _deployment_registered
+    from notiflow.stack import deployments_registered
 
     log = _HOME / "server-under-test.log"
     with log.open("wb") as out:
@@ -110,7 +110,7 @@ def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
         )
     running = Stack(process, log)
     deadline = time.monotonic() + 120
-    while not _deployment_registered():
+    while not deployments_registered():
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"notiflow server did not start:\n{running.log_tail()}")
         time.sleep(0.5)

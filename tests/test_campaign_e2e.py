@@ -154,3 +154,27 @@ def test_cli_refuses_a_missing_file_with_a_clear_error(stack: Any, tmp_path: Pat
     result = notiflow("run", str(tmp_path / "missing.xlsx"), "--json")
     assert result.returncode == 1
     assert "does not exist" in result.stderr and result.stdout == ""
+
+
+def test_send_notification_from_a_form_runs_as_a_notification_task(stack: Any, engine: Any) -> None:
+    from prefect.deployments import run_deployment
+
+    name = f"quick send {uuid.uuid4().hex[:6]}"
+    run = run_deployment("send-notification/send-notification", timeout=0, parameters={"message": {
+        "recipients": ["+79167770001", "+79167770002"], "text": "Hello {name}!", "variables": {"name": "Anna"},
+        "name": name, "windows": ["00:00-24:00"]}})
+    with get_client(sync_client=True) as client:
+        sent = wait_until(lambda: (s := client.read_flow_run(run.id).state) is not None and s.is_final() and s, timeout=90, interval=0.5)
+        assert sent.is_completed(), sent.message
+
+    def campaign_run() -> str | None:
+        with Session(engine) as session:
+            return session.scalar(select(NotificationTask.flow_run_id).where(NotificationTask.name == name))
+
+    campaign_id = uuid.UUID(wait_until(campaign_run, timeout=60, interval=0.5, what="the campaign run to start"))
+    finished = follow(campaign_id, console=None, timeout=120, stop_when_waiting=False)
+    result = summary(finished)
+    assert result["state"] == "COMPLETED" and sum(result["counts"].values()) == 2
+    with Session(engine) as session:
+        texts = session.scalars(select(Message.text).where(Message.task_id == result["task_id"])).all()
+    assert texts == ["Hello Anna!", "Hello Anna!"]
