@@ -84,7 +84,7 @@ class Campaign:
     def wait_for_state(self, check: Any, what: str, timeout: float = 60) -> Any:
         return wait_until(lambda: (s := self.run_state()) is not None and check(s) and s, timeout=timeout, interval=0.3, what=what)
 
-    def carrier_is_still(self, seconds: float = 4.0) -> int:
+    def carrier_is_still(self, seconds: float = 3.0) -> int:
         """The carrier's count for this campaign, after checking it does not move for `seconds`."""
         before = len(self.carrier_refs())
         time.sleep(seconds)
