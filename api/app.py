@@ -1,20 +1,27 @@
-"""notiflow's HTTP service: health and delivery-report webhooks (the send API and short links come later)."""
+"""notiflow's HTTP service: start and control notification tasks, delivery-report webhooks, report downloads."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import FileResponse, Response
+from sqlalchemy import func, select
 
+from deployments.control import cancel, pause, resume
+from deployments.runs import start_run, ui_url
 from models.db import get_engine, session_scope
+from models.errors import NotiflowError, TaskNotFound
+from models.params import NotificationTaskParams
 from models.settings import get_settings
-from models.tables import NotificationTask
+from models.tables import Message, NotificationTask
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxSMS
 from tasks.funnel import funnel_svg
 from tasks.track import apply_reports
+
 
 @asynccontextmanager
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -71,3 +78,44 @@ def report_file(name: str) -> FileResponse:
     if path.parent != folder or not path.is_file() or path.suffix != ".xlsx":
         raise HTTPException(status_code=404, detail=f"no report {name!r}; list them with `notiflow reports`")
     return FileResponse(path, filename=name, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+@app.post("/tasks", status_code=201)
+def start_task(params: NotificationTaskParams) -> dict[str, Any]:
+    """Start a notification task as a run of the notification-task deployment (as the CLI and the UI do)."""
+    if not params.task_file.startswith(("http://", "https://")) and not Path(params.task_file).is_file():
+        raise HTTPException(status_code=422, detail=f"task_file {params.task_file!r} is not a file on the server; give a server path or an http(s) URL")
+    try:
+        run = start_run(params)
+    except NotiflowError as exc:
+        raise HTTPException(status_code=503, detail=str(exc)) from exc
+    return {"flow_run_id": str(run.id), "ui_url": ui_url(run.id)}
+
+
+@app.get("/tasks/{task_id}")
+def read_task(task_id: int) -> dict[str, Any]:
+    """A task's state and message counts per status."""
+    with session_scope() as session:
+        task = session.get(NotificationTask, task_id)
+        if task is None:
+            raise HTTPException(status_code=404, detail=f"notification task {task_id} does not exist")
+        counts = dict(session.execute(
+            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
+        ).all())
+    return {"id": task.id, "name": task.name, "state": task.state, "state_description": task.state_description,
+            "accepted": task.accepted, "rejected": task.rejected, "counts": counts, "report": task.report_path,
+            "flow_run_id": task.flow_run_id, "ui_url": ui_url(task.flow_run_id) if task.flow_run_id else None}
+
+
+@app.post("/tasks/{task_id}/{action}")
+def control_task(task_id: int, action: str) -> dict[str, str]:
+    """Pause, resume or cancel a task through its flow run, as the UI's buttons do."""
+    actions = {"pause": pause, "resume": resume, "cancel": cancel}
+    if action not in actions:
+        raise HTTPException(status_code=404, detail=f"unknown action {action!r}; use pause, resume or cancel")
+    try:
+        return {"result": actions[action](str(task_id))}
+    except TaskNotFound as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except NotiflowError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc

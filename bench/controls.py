@@ -52,18 +52,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     home = configure()
-    import notiflow  # noqa: F401
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.deployments import run_deployment
     from sqlalchemy import func, select
     from sqlmodel import Session
 
+    import notiflow  # noqa: F401
+    from deployments.control import cancel, pause, resume
+    from deployments.runs import start_run
     from models.db import get_engine
     from models.params import NotificationTaskParams
     from models.tables import Message, NotificationTask
-    from notiflow.control import cancel, pause, resume
-    from notiflow.follow import follow, start_run
+    from notiflow.follow import follow
     from notiflow.stack import deployments_registered
     from tests.files import phones, write_xlsx
 

@@ -18,6 +18,7 @@ from prefect.utilities.engine import propose_state_sync
 from models.settings import get_settings
 from models.tables import utcnow
 
+
 def wait_until(due: datetime, name: str, message: str) -> None:
     """Return at `due`: asleep when it is near, otherwise by rescheduling this run (raises Pause).
 

@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import notiflow  # noqa: F401  (sets Prefect's environment before Prefect is imported)
 import typer
 from rich.console import Console
 from rich.table import Table
 
+import notiflow  # noqa: F401  (sets Prefect's environment before Prefect is imported)
 from models.errors import NotiflowError
 from models.params import NotificationTaskParams
 from models.settings import get_settings
@@ -35,7 +35,8 @@ def run(
     timeout: Annotated[Optional[float], typer.Option(help="Give up following after this many seconds")] = None,
 ) -> None:
     """Create a notification task from FILE, run it as a notification-task deployment run, follow it."""
-    from notiflow.follow import follow, start_run, summary, ui_url
+    from deployments.runs import start_run, ui_url
+    from notiflow.follow import follow, summary
     from tasks.windows import parse_windows
 
     if not file.is_file():
@@ -123,7 +124,8 @@ def server() -> None:
 @app.command()
 def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")] = 1000) -> None:
     """Start the stack in the background, run a sample notification task end to end, print what happened."""
-    from notiflow.follow import follow, rejections, start_run, summary, ui_url
+    from deployments.runs import start_run, ui_url
+    from notiflow.follow import follow, rejections, summary
     from notiflow.sample import write_sample
     from notiflow.stack import ensure_background_server
 
@@ -156,7 +158,7 @@ def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")]
 @app.command()
 def pause(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
     """Suspend a task's run: unsent messages are held until you resume or cancel."""
-    from notiflow.control import pause as pause_task
+    from deployments.control import pause as pause_task
 
     out.print(pause_task(task))
 
@@ -164,7 +166,7 @@ def pause(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
 @app.command()
 def resume(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
     """Resume a paused task: it continues where it stopped, sending nothing twice."""
-    from notiflow.control import resume as resume_task
+    from deployments.control import resume as resume_task
 
     out.print(resume_task(task))
 
@@ -172,7 +174,7 @@ def resume(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None
 @app.command()
 def cancel(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None:
     """Cancel a task: every message not yet handed to a provider becomes CANCELED."""
-    from notiflow.control import cancel as cancel_task
+    from deployments.control import cancel as cancel_task
 
     out.print(cancel_task(task))
 

@@ -1,52 +1,29 @@
-"""Starts notification-task deployment runs and follows them to their end, reading progress from the database."""
+"""Follows notification-task runs to their end on the terminal, reading progress from the database."""
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from sqlalchemy import func, select
 
-from deployments import NOTIFICATION_TASK
+from deployments.runs import ui_url
 from models.db import session_scope
 from models.errors import NotiflowError
-from models.params import NotificationTaskParams
 from models.status import FINAL_STATUSES
 from models.tables import Message, NotificationTask, Rejection
-from notiflow.stack import is_up
 
 WAITING_STATES = ("Waiting for window", "Waiting for status poll")
-
-
-def ui_url(flow_run_id: UUID | str) -> str:
-    base = os.environ["PREFECT_API_URL"].rstrip("/").removesuffix("/api")
-    return f"{base}/runs/flow-run/{flow_run_id}"
-
-
-def start_run(params: NotificationTaskParams) -> FlowRun:
-    """Create a run of the notification-task deployment; the served runner picks it up."""
-    from prefect.deployments import run_deployment
-
-    api = os.environ["PREFECT_API_URL"]
-    if not is_up(f"{api.rstrip('/')}/health"):
-        raise NotiflowError(f"the Prefect server at {api} is not answering: start it with `notiflow server` (or `make demo`)")
-    try:
-        return run_deployment(
-            NOTIFICATION_TASK,
-            parameters={"params": params.model_dump(mode="json")},
-            flow_run_name=params.name or Path(params.task_file).stem,
-            timeout=0,
-        )
-    except Exception as exc:
-        if "not found" in str(exc).lower() or "404" in str(exc):
-            raise NotiflowError(f"deployment {NOTIFICATION_TASK} is not registered: start `notiflow server` first") from exc
-        raise
 
 
 def follow(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from deployments.runs import answers
 from models.errors import NotiflowError
 from models.settings import get_settings
 
@@ -44,17 +45,10 @@ def services() -> list[Service]:
     ]
 
 
-def is_up(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def wait_up(url: str, name: str, seconds: float, process: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if is_up(url):
+        if answers(url):
             return
         if process is not None and process.poll() is not None:
             break
@@ -73,7 +67,7 @@ def start_missing_services() -> list[subprocess.Popen[bytes]]:
     """Start each service that is not answering yet; reuse the ones that are. Returns what it started."""
     started: list[tuple[Service, subprocess.Popen[bytes], Path]] = []
     for service in services():
-        if is_up(service.health_url):
+        if answers(service.health_url):
             print(f"{service.name}: reusing {service.health_url.rsplit('/', 1)[0]}", flush=True)
             continue
         log = logs_dir() / f"{service.name.lower().replace(' ', '-')}.log"
@@ -152,7 +146,7 @@ def deployments_registered() -> bool:
 
     from deployments import SERVED
 
-    if not is_up(f"{os.environ['PREFECT_API_URL'].rstrip('/')}/health"):
+    if not answers(f"{os.environ['PREFECT_API_URL'].rstrip('/')}/health"):
         return False
     with get_client(sync_client=True) as client:
         try:

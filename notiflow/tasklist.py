@@ -7,12 +7,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, select
 
+from deployments.runs import ui_url
 from models.db import session_scope
 from models.errors import NotiflowError
 from models.settings import get_settings
 from models.status import MessageStatus, TaskState
 from models.tables import Message, NotificationTask
-from notiflow.follow import ui_url
 
 
 def task_list(state: str | None = None, search: str | None = None, since: str | None = None) -> list[dict[str, Any]]:

@@ -20,7 +20,13 @@ from models.history import record_each, transition
 from models.settings import get_settings
 from models.status import Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
-from providers.base import Acceptance, OutgoingMessage, Provider, ProviderRejected, ProviderUnavailable
+from providers.base import (
+    Acceptance,
+    OutgoingMessage,
+    Provider,
+    ProviderRejected,
+    ProviderUnavailable,
+)
 from tasks.lease import renew_lease
 from tasks.routing import provider_for
 

@@ -6,7 +6,12 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any
 
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from sqlalchemy import func, select
 from sqlmodel import Session
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 from sqlmodel import Session
 
@@ -39,3 +40,28 @@ def test_malformed_delivery_report_is_refused_with_422(stack: Any) -> None:
     response = httpx.post(f"{stack.api_url}/webhooks/sandbox", json={"nope": 1})
     assert response.status_code == 422
     assert "delivery report" in response.text
+
+
+@pytest.mark.e2e
+def test_campaign_started_over_http_runs_as_a_deployment_run(stack: Any, tmp_path: Path) -> None:
+    from uuid import UUID
+
+    from notiflow.follow import follow, summary
+    from tests.files import phones, write_xlsx
+
+    path = write_xlsx(tmp_path / "api.xlsx", ["phone", "text"], [[p, "hi"] for p in phones(5, start=uuid.uuid4().int % 9_000_000)])
+    started = httpx.post(f"{stack.api_url}/tasks", json={"task_file": str(path), "name": "api campaign", "windows": ["00:00-24:00"]}, timeout=30)
+    assert started.status_code == 201, started.text
+    assert started.json()["ui_url"].endswith(started.json()["flow_run_id"])
+    result = summary(follow(UUID(started.json()["flow_run_id"]), console=None, timeout=120, stop_when_waiting=False))
+    assert result["state"] == "COMPLETED"
+    task = httpx.get(f"{stack.api_url}/tasks/{result['task_id']}").json()
+    assert (task["name"], task["state"], sum(task["counts"].values())) == ("api campaign", "completed", 5)
+    refused = httpx.post(f"{stack.api_url}/tasks/{result['task_id']}/pause", timeout=30)
+    assert refused.status_code == 409 and "cannot be paused" in refused.json()["detail"]
+
+
+def test_starting_a_task_with_a_missing_file_is_refused(stack: Any, tmp_path: Path) -> None:
+    response = httpx.post(f"{stack.api_url}/tasks", json={"task_file": str(tmp_path / "nope.xlsx")})
+    assert response.status_code == 422 and "is not a file on the server" in response.json()["detail"]
+    assert httpx.get(f"{stack.api_url}/tasks/999999").status_code == 404

@@ -23,9 +23,10 @@ from prefect.states import Cancelled, Suspended
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from deployments.runs import start_run
 from models.params import NotificationTaskParams
 from models.tables import Message, NotificationTask
-from notiflow.follow import follow, start_run, summary
+from notiflow.follow import follow, summary
 from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
@@ -84,6 +85,14 @@ class Campaign:
     def wait_for_state(self, check: Any, what: str, timeout: float = 60) -> Any:
         return wait_until(lambda: (s := self.run_state()) is not None and check(s) and s, timeout=timeout, interval=0.3, what=what)
 
+    def resume_and_finish(self) -> None:
+        """Resume from the CLI, follow the run to its end, and check every message reached the carrier once."""
+        notiflow("resume", str(self.task_id))
+        finished = follow(self.run.id, console=None, timeout=180, stop_when_waiting=False)
+        assert summary(finished)["state"] == "COMPLETED"
+        refs = self.carrier_refs()
+        assert len(refs) == len(set(refs)) == self.size
+
     def carrier_is_still(self, seconds: float = 3.0) -> int:
         """The carrier's count for this campaign, after checking it does not move for `seconds`."""
         before = len(self.carrier_refs())
@@ -109,11 +118,7 @@ def test_pause_holds_unsent_messages_and_resume_sends_the_rest_once(stack: Any, 
     assert 50 <= sent_while_paused < SIZE
     assert campaign.statuses().get("PAUSED", 0) == SIZE - sent_while_paused
 
-    notiflow("resume", str(campaign.task_id))
-    finished = follow(campaign.run.id, console=None, timeout=180, stop_when_waiting=False)
-    assert summary(finished)["state"] == "COMPLETED"
-    refs = campaign.carrier_refs()
-    assert len(refs) == len(set(refs)) == SIZE
+    campaign.resume_and_finish()
     assert "PAUSED" not in campaign.statuses()
 
 
@@ -129,11 +134,7 @@ def test_suspend_from_the_ui_outlives_the_dialog_timeout(stack: Any, engine: Any
     sent_while_paused = campaign.carrier_is_still(2)
     assert campaign.statuses().get("PAUSED", 0) == SIZE - sent_while_paused
 
-    notiflow("resume", str(campaign.task_id))
-    finished = follow(campaign.run.id, console=None, timeout=180, stop_when_waiting=False)
-    assert summary(finished)["state"] == "COMPLETED"
-    refs = campaign.carrier_refs()
-    assert len(refs) == len(set(refs)) == SIZE
+    campaign.resume_and_finish()
 
 
 def test_cancel_of_a_running_campaign_sends_nothing_more(stack: Any, engine: Any, tmp_path: Path, slow_carrier: None) -> None:
@@ -200,11 +201,7 @@ def test_editing_a_suspended_runs_parameters_does_not_resend(stack: Any, engine:
         params = dict(client.read_flow_run(campaign.run.id).parameters["params"])
         params.update(name="renamed while paused", windows=["00:00-23:59"], dry_run=False)
         client.update_flow_run(campaign.run.id, parameters={"params": params})
-    notiflow("resume", str(campaign.task_id))
-    finished = follow(campaign.run.id, console=None, timeout=180, stop_when_waiting=False)
-    assert summary(finished)["state"] == "COMPLETED"
-    refs = campaign.carrier_refs()
-    assert len(refs) == len(set(refs)) == SIZE
+    campaign.resume_and_finish()
 
 
 def _task_state(engine: Any, task_id: int) -> str | None:

@@ -19,9 +19,10 @@ from prefect.client.orchestration import get_client
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from deployments.runs import start_run
 from models.params import NotificationTaskParams
 from models.tables import Message, NotificationTask, StatusEvent
-from notiflow.follow import follow, start_run, summary
+from notiflow.follow import follow, summary
 from tasks.report import MESSAGE_COLUMNS
 from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until

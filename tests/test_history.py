@@ -5,8 +5,7 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,8 @@ from models.tables import Message
 from tasks.history import export_history, period
 from tasks.intake import intake
 from tasks.workbook import MESSAGE_COLUMNS
-from tests.test_steps import make_task
 from tests.sandbox_fixtures import wait_until
+from tests.test_steps import make_task
 
 
 def test_default_period_is_from_the_first_of_the_month_to_today() -> None:

@@ -19,9 +19,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from deployments.runs import start_run, ui_url
 from models.params import NotificationTaskParams
 from models.tables import Message, NotificationTask
-from notiflow.follow import start_run, ui_url
 from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 

@@ -6,7 +6,12 @@ from collections.abc import Iterator
 import pytest
 
 from models.status import Channel, MessageStatus
-from providers.base import OutgoingMessage, ProviderRejected, ProviderUnavailable, StatusReport
+from providers.base import (
+    OutgoingMessage,
+    ProviderRejected,
+    ProviderUnavailable,
+    StatusReport,
+)
 from providers.sandbox.adapter import RECEIPT_CODES, SandboxSMS
 from providers.sandbox.carrier import UNDELIVERED_REASONS
 from tests.sandbox_fixtures import (

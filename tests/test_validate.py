@@ -1,13 +1,19 @@
 """Row validation: phones as spreadsheets write them, and a precise reason for every refusal."""
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from models.errors import TaskFileError
 from models.status import Channel
-from tasks.validate import Columns, RowError, ValidRow, clean_phone, normalise_header, validate_rows
-
-import phonenumbers
+from tasks.validate import (
+    Columns,
+    RowError,
+    ValidRow,
+    clean_phone,
+    normalise_header,
+    validate_rows,
+)
 
 
 def _validate(header: list[str], *rows: list[object]) -> list[ValidRow | list[RowError]]:

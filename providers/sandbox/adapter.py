@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 
 from models.status import Channel, MessageStatus
-from providers.base import Acceptance, OutgoingMessage, PhoneCheck, Provider, ProviderUnavailable, StatusReport
+from providers.base import (
+    Acceptance,
+    OutgoingMessage,
+    PhoneCheck,
+    Provider,
+    ProviderUnavailable,
+    StatusReport,
+)
 
 logger = logging.getLogger("notiflow.providers.sandbox")
 
