@@ -43,7 +43,7 @@ def slow_carrier(stack: Any) -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def browser_page() -> Iterator[Any]:
+def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: `make test` installs Debian's chromium package (scripts/ensure-chromium.sh)")
@@ -56,6 +56,8 @@ def browser_page() -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
         yield page
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "last-page.png"))  # what the page showed at the end, pass or fail
         browser.close()
 
 
@@ -87,6 +89,12 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
 ) -> None:
     page = browser_page
     base = stack.prefect_api_url.removesuffix("/api")
+
+    def field(label: str) -> Any:
+        """The text box of the form field whose heading is `label` (the UI does not link labels to inputs)."""
+        box = page.locator(f"xpath=//*[normalize-space(text())='{label}']/ancestor::div[.//textarea][1]//textarea").first
+        box.wait_for()
+        return box
     name = f"ui campaign {uuid.uuid4().hex[:6]}"
     rows = [[p, f"Winter sale {i}"] for i, p in enumerate(phones(700, start=uuid.uuid4().int % 9_000_000))]
     path = write_xlsx(tmp_path / "ui-campaign.xlsx", ["phone", "text"], rows)
@@ -97,13 +105,15 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
     page.get_by_role("button", name="Run", exact=True).click()
     page.get_by_text("Custom run", exact=True).click()
     page.get_by_text("Task File", exact=True).wait_for()
-    page.locator("textarea").first.fill(str(path))
+    field("Task File").fill(str(path))
     page.get_by_text("str", exact=True).first.click()  # Name: switch from None to a string
-    page.locator("textarea").nth(1).fill(name)
-    page.locator("textarea").nth(2).fill("00:00-24:00")  # the time limiter's first window
+    field("Name (Optional)").fill(name)
+    field("Windows (Optional)").fill("00:00-24:00")  # the time limiter's first window
     page.get_by_role("button", name="Submit").click()
+    # The UI returns to the deployment's page once the run is created.
+    page.wait_for_url(re.compile(r"/deployments/deployment/[^/?]+(\?.*)?$"))
 
-    task = wait_until(lambda: task_named(engine, name), timeout=60, interval=0.5, what="the run started from the form")
+    task = wait_until(lambda: task_named(engine, name), timeout=120, interval=0.5, what="the run started from the form")
     assert task.windows == ["00:00-24:00"]
     page.goto(ui_url(task.flow_run_id))
     badge(page, "Running")
