@@ -41,5 +41,5 @@ def funnel_svg(task_id: int) -> str:
         )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="13" fill="#334155">{"".join(bars)}</svg>'
+        f'font-family="sans-serif" font-size="13" fill="#94a3b8">{"".join(bars)}</svg>'
     )
