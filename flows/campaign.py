@@ -84,12 +84,19 @@ def _send_and_track(task_id: int, run_id: str) -> None:
     logger = get_run_logger()
     owner = new_owner(run_id)
     take_lease(task_id, owner)
+    poll_faults = 0
     while True:
         sent = _dispatch_due(task_id, owner)
         polled = poll(task_id)
         publish_progress(task_id)
         if polled.error:
-            logger.warning("status poll failed, will ask again: %s", polled.error)
+            # The polls that failed stay due: back off instead of asking again at once.
+            poll_faults += 1
+            pause = min(2.0 ** poll_faults, 60.0)
+            logger.warning("status poll failed, asking again in %.0f s: %s", pause, polled.error)
+            time.sleep(pause)
+            continue
+        poll_faults = 0
         due_times = [t for t in (sent.next_due_at if sent.remaining else None, polled.next_poll_at) if t]
         if not due_times:
             break
