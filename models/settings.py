@@ -8,6 +8,12 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_PRICES = {
+    "sms": Decimal("2.50"), "email": Decimal("0.10"), "push": Decimal("0.05"), "viber": Decimal("1.20"),
+    "whatsapp": Decimal("3.00"), "telegram": Decimal("0.50"), "vk": Decimal("0.80"), "ok": Decimal("0.80"),
+    "chat": Decimal("0.50"),
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFLOW_", extra="ignore")
@@ -20,8 +26,11 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8000"
     prefect_port: int = 4200
     sms_sender: str = "notiflow"
-    # Fee per SMS part, in the account's currency.
-    price_sms_part: Decimal = Decimal("2.50")
+    # Price list in the account's currency: per part for sms, per message for every other channel.
+    prices: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # Replace Unicode look-alikes (curly quotes, long dashes, NBSP, ellipsis) with GSM characters
+    # before counting parts, so one stray quote does not halve the part size; the replaced text is sent.
+    smart_encoding: bool = False
     dispatch_batch_size: int = Field(default=500, ge=1, le=1000)
     # Longest wait the flow spends asleep in its process; longer waits reschedule the run.
     max_inprocess_wait_seconds: float = 60.0

@@ -100,13 +100,16 @@ def check(
 @app.command()
 def segments(
     text: Annotated[str, typer.Argument(help="The SMS text")],
+    smart: Annotated[Optional[bool], typer.Option("--smart/--no-smart", help="Replace Unicode look-alikes with GSM characters first (default: NOTIFLOW_SMART_ENCODING)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """How TEXT is encoded and into how many SMS parts it splits."""
     from tasks.segment import segment
 
-    result = segment(text)
+    result = segment(text, smart=get_settings().smart_encoding if smart is None else smart)
     data = {"encoding": result.encoding, "parts": result.part_count, "units": result.units}
+    if smart or (smart is None and get_settings().smart_encoding):
+        data["text"] = "".join(result.parts)
     if as_json:
         _emit(data)
     else:

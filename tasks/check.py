@@ -8,8 +8,9 @@ from typing import Any
 
 from models.settings import get_settings
 from models.status import Channel
+from tasks.cost import fee
 from tasks.parse import read_task_file
-from tasks.segment import count
+from tasks.segment import count, segment
 from tasks.validate import Columns, ValidRow, validate_rows
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
 
@@ -36,13 +37,14 @@ def check_file(
     ):
         if isinstance(result, ValidRow):
             accepted += 1
-            encoding, units, parts = count(result.text)
+            text = "".join(segment(result.text, smart=True).parts) if settings.smart_encoding else result.text
+            encoding, units, parts = count(text)
             send_at = next_send_time(now, parsed_windows, result.time_zone)
-            fee = settings.price_sms_part * parts
-            fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(fee)
+            price = fee(result.channel, parts, settings.prices)
+            fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(price)
             rows.append({
                 "row": result.row, "accepted": True, "phone": result.recipient, "channel": result.channel.value,
-                "encoding": encoding, "parts": parts, "units": units, "fee": str(fee), "time_zone": result.time_zone,
+                "encoding": encoding, "parts": parts, "units": units, "fee": str(price), "time_zone": result.time_zone,
                 "scheduled_at": _iso(send_at), "expires_at": _iso(send_at + timedelta(minutes=result.validity_period)),
                 "errors": [],
             })

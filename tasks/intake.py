@@ -1,6 +1,7 @@
 """Intake: parse the task file, validate every row and split texts into parts, streaming into the database."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from itertools import islice
@@ -16,8 +17,9 @@ from models.history import log_changes_at, unique_stamp
 from models.settings import get_settings
 from models.status import Channel, MessageStatus
 from models.tables import Message, NotificationTask, Rejection, utcnow
+from tasks.cost import fee
 from tasks.parse import read_task_file
-from tasks.segment import count
+from tasks.segment import count, segment
 from tasks.validate import Columns, RowError, ValidRow, validate_rows
 
 CHUNK_ROWS = 5000
@@ -58,7 +60,7 @@ def intake(task_id: int) -> IntakeResult:
     )
     while chunk := list(islice(results, CHUNK_ROWS)):
         now = unique_stamp()
-        messages = [_message(task_id, r, now, settings.price_sms_part) for r in chunk if isinstance(r, ValidRow)]
+        messages = [_message(task_id, r, now, settings.prices, settings.smart_encoding) for r in chunk if isinstance(r, ValidRow)]
         rejections = [_rejection(task_id, e) for r in chunk if not isinstance(r, ValidRow) for e in r]
         with session_scope(engine) as session:
             insert_new(session, Message, messages)
@@ -79,18 +81,21 @@ def intake(task_id: int) -> IntakeResult:
     return IntakeResult(accepted, rejected, columns.unknown)
 
 
-def _message(task_id: int, row: ValidRow, now: Any, price_per_part: Decimal) -> dict[str, Any]:
-    encoding, _units, parts = count(row.text)
+def _message(task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal], smart: bool) -> dict[str, Any]:
+    text = row.text
+    if smart:
+        text = "".join(segment(text, smart=True).parts)  # what is sent, and so what the report shows
+    encoding, _units, parts = count(text)
     return {
         "task_id": task_id,
         "row": row.row,
         "recipient": row.recipient,
         "channel": row.channel.value,
         "sender": row.sender,
-        "text": row.text,
+        "text": text,
         "encoding": encoding,
         "parts": parts,
-        "fee": price_per_part * parts,
+        "fee": fee(row.channel, parts, prices),
         "status": MessageStatus.CREATED.value,
         "status_description": "created, not sent",
         "external_id": row.external_id,

@@ -25,6 +25,13 @@ def test_segments_json_switches_to_ucs2_for_cyrillic() -> None:
     assert json.loads(result.stdout) == {"encoding": "UCS-2", "parts": 1, "units": 6}
 
 
+def test_segments_smart_replaces_look_alikes_before_counting() -> None:
+    plain = json.loads(notiflow("segments", "“Hi” — it’s me…", "--json").stdout)
+    smart = json.loads(notiflow("segments", "“Hi” — it’s me…", "--smart", "--json").stdout)
+    assert plain["encoding"] == "UCS-2"
+    assert smart == {"encoding": "GSM-7", "parts": 1, "units": 17, "text": '"Hi" - it\'s me...'}
+
+
 def test_check_json_plans_every_row_without_sending(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "t.xlsx", ["phone", "text", "colour"],
                       [["+79161234567", "hi", "red"], ["letters", "hi", "blue"], [79161234568, "x" * 161, ""]])

@@ -37,6 +37,11 @@ def make_task(tmp_path: Path, good: int, bad: int = 0, windows: list[str] = ALL_
     rows: list[list[Any]] = [[p, f"message {i}"] for i, p in enumerate(phones(good, start=uuid.uuid4().int % 9_000_000))]
     rows += [["not a phone", "x"]] * bad
     path = write_xlsx(tmp_path / f"task-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text"], rows)
+    return make_task_from(path, windows)
+
+
+def make_task_from(path: Path, windows: list[str] = ALL_DAY) -> int:
+    """A notification task for `path`, as a run of the flow would open it."""
     return open_task.fn(NotificationTaskParams(task_file=str(path), windows=windows), str(uuid.uuid4()))
 
 
