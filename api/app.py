@@ -10,6 +10,7 @@ from fastapi import Body, FastAPI, HTTPException
 from fastapi.responses import FileResponse, Response
 from sqlalchemy import func, select
 
+from api.templates import router as templates_router
 from deployments.control import cancel, pause, resume
 from deployments.runs import start_run, ui_url
 from models.db import get_engine, session_scope
@@ -30,6 +31,7 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
 
 
 app = FastAPI(title="notiflow", summary="Multichannel notification campaigns on Prefect", lifespan=_lifespan)
+app.include_router(templates_router)
 
 
 @app.get("/health")

@@ -16,3 +16,23 @@ class LeaseHeld(NotiflowError):
 
 class TaskNotFound(NotiflowError):
     """No notification task with that id or name."""
+
+
+class TemplateInvalid(NotiflowError):
+    """A template's fields break the rules of spec §1 (each problem names its field and what is allowed)."""
+
+
+class TemplateNotFound(NotiflowError):
+    """No template with that id."""
+
+
+class TemplateInUse(NotiflowError):
+    """A template cannot be deleted while a pending notification task uses it."""
+
+
+class UnknownSender(NotiflowError):
+    """A template names a sender that is not registered for its channel."""
+
+
+class SenderAlreadyRegistered(NotiflowError):
+    """That sender name is registered for that channel already."""

@@ -177,3 +177,32 @@ class PhoneCheckResult(SQLModel, table=True):
     provider: str = Field(sa_column=Column(String(32), nullable=False))
     flow_run_id: str | None = Field(default=None, sa_column=Column(String(36)))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class Template(SQLModel, table=True):
+    """A stored template (spec §1): everything a message needs except the recipient and its variables.
+
+    `channels` holds one configuration per channel, tried in order; their shapes are the
+    `models.template_schema` channel models.
+    """
+
+    __tablename__ = "template"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(255), nullable=False, index=True))
+    windows: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    channels: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Sender(SQLModel, table=True):
+    """A sender name registered for one channel; templates may only use registered senders (spec §1)."""
+
+    __tablename__ = "sender"
+    __table_args__ = (UniqueConstraint("name", "channel", name="uq_sender_name_channel"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(64), nullable=False))
+    channel: Channel = Field(sa_column=Column(String(16), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

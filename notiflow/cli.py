@@ -15,10 +15,13 @@ import notiflow  # noqa: F401  (sets Prefect's environment before Prefect is imp
 from models.errors import NotiflowError
 from models.params import NotificationTaskParams
 from models.settings import get_settings
+from notiflow.templates_cli import sender_app, template_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multichannel notification campaigns on Prefect.")
 out = Console()
 err = Console(stderr=True)
+app.add_typer(template_app, name="template", help="Templates: create, list, search, show, update, delete.")
+app.add_typer(sender_app, name="sender", help="Registered sender names per channel.")
 
 
 def _emit(data: Any) -> None:
