@@ -115,6 +115,8 @@ class Message(SQLModel, table=True):
     flow_id: str | None = Field(default=None, sa_column=Column(String(255)))
     variables: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     time_zone: str | None = Field(default=None, sa_column=Column(String(64)))
+    template_id: int | None = Field(default=None, index=True)
+    template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
     # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the
     # outcome is unknown (handed_at set, no provider id) and must be reconciled, not blindly resent.

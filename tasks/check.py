@@ -11,6 +11,7 @@ from models.status import Channel
 from tasks.cost import fee
 from tasks.parse import read_task_file
 from tasks.segment import count, segment
+from tasks.templates import directory
 from tasks.validate import Columns, ValidRow, validate_rows
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
 
@@ -33,7 +34,7 @@ def check_file(
     fees: dict[str, float] = {}
     for result in validate_rows(
         task_file.rows, columns, region=settings.default_region, account_zone=settings.timezone,
-        default_channel=channel, default_sender=settings.sms_sender,
+        default_channel=channel, default_sender=settings.sms_sender, directory=directory(),
     ):
         if isinstance(result, ValidRow):
             accepted += 1

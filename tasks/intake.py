@@ -20,6 +20,7 @@ from models.tables import Message, NotificationTask, Rejection, utcnow
 from tasks.cost import fee
 from tasks.parse import read_task_file
 from tasks.segment import count, segment
+from tasks.templates import directory
 from tasks.validate import Columns, RowError, ValidRow, validate_rows
 
 CHUNK_ROWS = 5000
@@ -57,6 +58,7 @@ def intake(task_id: int) -> IntakeResult:
         account_zone=settings.timezone,
         default_channel=Channel(channels[0]),
         default_sender=settings.sms_sender,
+        directory=directory(),
     )
     while chunk := list(islice(results, CHUNK_ROWS)):
         now = unique_stamp()
@@ -103,6 +105,8 @@ def _message(task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal
         "group_id": row.group_id,
         "flow_id": row.flow_id,
         "variables": row.variables,
+        "template_id": row.template_id,
+        "template_name": row.template_name,
         "time_zone": row.time_zone,
         "validity_period": row.validity_period,
         "attempts": 0,

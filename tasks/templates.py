@@ -13,12 +13,14 @@ from models.db import session_scope
 from models.errors import (
     NotiflowError,
     SenderAlreadyRegistered,
+    TemplateInUse,
     TemplateNotFound,
     UnknownSender,
 )
-from models.status import Channel
-from models.tables import Sender, Template, utcnow
+from models.status import Channel, TaskState
+from models.tables import Message, NotificationTask, Sender, Template, utcnow
 from models.template_schema import SenderIn, TemplateIn, explain
+from tasks.validate import Directory, TemplateView
 
 
 def _unregistered(name: str, channel: str) -> str:
@@ -105,17 +107,36 @@ def search_templates(text: str | None = None) -> list[Template]:
 
 
 def delete_template(template_id: int) -> None:
-    """Delete a stored template.
-
-    Spec §1 refuses to delete a template a pending notification task uses. Messages do not record
-    which template they came from yet, so nothing can be in use and deletion is always allowed;
-    the refusal (TemplateInUse) arrives together with the message's template reference.
-    """
+    """Delete a stored template; refused while a pending notification task has messages made from it."""
+    pending = [TaskState.CREATED.value, TaskState.SCHEDULED.value, TaskState.IN_PROGRESS.value, TaskState.PAUSED.value]
     with session_scope() as session:
         row = session.get(Template, template_id)
         if row is None:
             raise _not_found(template_id)
+        users = session.scalars(
+            select(NotificationTask.id).where(
+                NotificationTask.state.in_(pending),
+                NotificationTask.id.in_(select(Message.task_id).where(Message.template_id == template_id).distinct()),
+            )
+        ).all()
+        if users:
+            raise TemplateInUse(
+                f"template {template_id} is used by pending notification task(s) {', '.join(map(str, users))}; "
+                "delete it once they have completed or been cancelled"
+            )
         session.delete(row)
+
+
+def directory() -> Directory:
+    """Every stored template and registered sender, as row validation needs them."""
+    with session_scope() as session:
+        templates = {
+            t.id: TemplateView(id=t.id, name=t.name, channels={c["channel"]: c for c in t.channels})
+            for t in session.scalars(select(Template))
+            if t.id is not None
+        }
+        senders = frozenset((name, channel) for name, channel in session.execute(select(Sender.name, Sender.channel)).all())
+    return Directory(templates=templates, senders=senders)
 
 
 def _not_found(template_id: int) -> TemplateNotFound:

@@ -28,6 +28,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "flow id": ("flow id",),
     "variables": ("variables",),
     "validity period": ("validity period",),
+    "template id": ("template id",),
 }
 _ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
 CONNECTED_CHANNELS = frozenset({Channel.SMS})
@@ -53,6 +54,23 @@ class RowError:
         return f'row {self.row}, column "{self.column}": {self.reason}'
 
 
+@dataclass(frozen=True)
+class TemplateView:
+    """What a row needs of a stored template: its per-channel configurations by channel name."""
+
+    id: int
+    name: str
+    channels: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Directory:
+    """Stored templates and registered senders, loaded once per file (see tasks.templates.directory)."""
+
+    templates: dict[int, TemplateView] = field(default_factory=dict)
+    senders: frozenset[tuple[str, str]] = frozenset()
+
+
 @dataclass
 class ValidRow:
     row: int
@@ -67,6 +85,8 @@ class ValidRow:
     group_id: str | None = None
     flow_id: str | None = None
     variables: dict[str, Any] | None = None
+    template_id: int | None = None
+    template_name: str | None = None
 
 
 @dataclass
@@ -167,16 +187,22 @@ def validate_rows(
     account_zone: str,
     default_channel: Channel,
     default_sender: str,
+    directory: Directory | None = None,
 ) -> Iterator[ValidRow | list[RowError]]:
-    """Yield, for each non-blank row, either the message it asks for or every reason it was refused."""
+    """Yield, for each non-blank row, either the message it asks for or every reason it was refused.
+
+    With a `directory`, rows may name a stored template and a `from` must be a registered sender;
+    without one (a file checked with no database at hand) neither is looked up.
+    """
     for number, values in rows:
         if not any(v not in (None, "") for v in values):
             continue
-        yield _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender)
+        yield _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender, directory)
 
 
 def _validate_row(
-    row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str
+    row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str,
+    directory: Directory | None,
 ) -> ValidRow | list[RowError]:
     raw_phone = row.get("phone")
     recipient, zone = "", account_zone
@@ -203,11 +229,18 @@ def _validate_row(
     if channel not in CONNECTED_CHANNELS:
         row.fail("channel", "channel_not_connected", channel.value, f"{channel.value} is not connected yet; use {', '.join(sorted(c.value for c in CONNECTED_CHANNELS))}")
 
-    text = cell_text(row.get("text"))
-    if text is None:
-        row.fail("text", "missing_text", None, "is empty; write the message text")
+    template, config = _template(row, channel, directory)
+    if row.get("template id") is not None:
+        # A row that names a template takes its text from it: the row's own text is ignored (spec §1).
+        text = config.get("text")
+        if template is not None and text is None:
+            row.fail("template id", "template_without_text", template.id, f"template {template.id} has no text for {channel.value}")
+    else:
+        text = cell_text(row.get("text"))
+        if text is None:
+            row.fail("text", "missing_text", None, "is empty; write the message text")
 
-    validity = DEFAULT_VALIDITY
+    validity = int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
     raw_validity = row.get("validity period")
     if raw_validity is not None:
         try:
@@ -238,6 +271,12 @@ def _validate_row(
             column = "variables" if exc.variable else "text"
             row.fail(column, "missing_variable" if exc.variable else "invalid_placeholder", exc.variable or text, str(exc))
 
+    sender = cell_text(row.get("from"))
+    if sender is not None and directory is not None and (sender, channel.value) not in directory.senders:
+        row.fail("from", "unknown_sender", sender,
+                 f'sender "{sender}" is not registered for {channel.value}: register it with notiflow sender add "{sender}" --channel {channel.value}')
+    sender = sender or config.get("sender") or default_sender
+
     if row.errors:
         return row.errors
     return ValidRow(
@@ -245,7 +284,7 @@ def _validate_row(
         recipient=recipient,
         channel=channel,
         text=text or "",
-        sender=cell_text(row.get("from")) or default_sender,
+        sender=sender,
         time_zone=zone,
         validity_period=validity,
         external_id=cell_text(row.get("external id")),
@@ -253,4 +292,28 @@ def _validate_row(
         group_id=cell_text(row.get("group id")),
         flow_id=cell_text(row.get("flow id")),
         variables=variables,
+        template_id=template.id if template else None,
+        template_name=template.name if template else None,
     )
+
+
+def _template(row: _Row, channel: Channel, directory: Directory | None) -> tuple[TemplateView | None, dict[str, Any]]:
+    """The stored template the row names, and its configuration for the row's channel."""
+    raw = row.get("template id")
+    if raw is None:
+        return None, {}
+    try:
+        template_id = int(float(str(raw)))
+    except ValueError:
+        row.fail("template id", "invalid_template_id", raw, f"{_shorten(raw)!r} is not a template id (a whole number)")
+        return None, {}
+    template = directory.templates.get(template_id) if directory is not None else None
+    if template is None:
+        row.fail("template id", "unknown_template", raw, f"template {template_id} does not exist; find templates with notiflow template list")
+        return None, {}
+    config = template.channels.get(channel.value)
+    if config is None:
+        row.fail("template id", "template_lacks_channel", raw,
+                 f"template {template_id} has no {channel.value} configuration (it has {', '.join(template.channels) or 'none'})")
+        return None, {}
+    return template, config
