@@ -16,7 +16,13 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from api.templates import router
-from models.errors import NotiflowError, SenderAlreadyRegistered, TemplateInvalid, TemplateNotFound, UnknownSender
+from models.errors import (
+    NotiflowError,
+    SenderAlreadyRegistered,
+    TemplateInvalid,
+    TemplateNotFound,
+    UnknownSender,
+)
 from models.template_schema import TemplateIn, explain
 from notiflow.templates_cli import sender_app, template_app
 from tasks.templates import (
