@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import FileResponse, Response
-from sqlalchemy import func, select
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from sqlalchemy import func, select, update
 
 from api.templates import router as templates_router
 from deployments.control import cancel, pause, resume
@@ -17,7 +17,7 @@ from models.db import get_engine, session_scope
 from models.errors import NotiflowError, TaskNotFound
 from models.params import NotificationTaskParams
 from models.settings import get_settings
-from models.tables import Message, NotificationTask
+from models.tables import Message, NotificationTask, ShortLink
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxSMS
 from tasks.funnel import funnel_svg
@@ -121,3 +121,15 @@ def control_task(task_id: int, action: str) -> dict[str, str]:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     except NotiflowError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
+
+
+@app.get("/s/{code}")
+def follow_short_link(code: str) -> RedirectResponse:
+    """A recipient opened a short link: count the click on its message, send them on to the real URL."""
+    with session_scope() as session:
+        url = session.scalar(
+            update(ShortLink).where(ShortLink.code == code).values(clicks=ShortLink.clicks + 1).returning(ShortLink.url)
+        )
+    if url is None:
+        raise HTTPException(status_code=404, detail="this short link does not exist")
+    return RedirectResponse(url, status_code=302)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     timezone: str = "Europe/Moscow"
     sandbox_url: str = "http://127.0.0.1:8765"
     api_url: str = "http://127.0.0.1:8000"
+    # Where recipients reach the API's short-link redirects; empty means api_url.
+    public_url: str = ""
     prefect_port: int = 4200
     sms_sender: str = "notiflow"
     # Price list in the account's currency: per part for sms, per message for every other channel.

@@ -116,6 +116,8 @@ class Message(SQLModel, table=True):
     variables: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     time_zone: str | None = Field(default=None, sa_column=Column(String(64)))
     template_id: int | None = Field(default=None, index=True)
+    # Short links that replaced the text's URLs, space-separated (their clicks live in short_link).
+    short_links: str | None = Field(default=None, sa_column=Column(Text))
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
     # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the
@@ -207,4 +209,17 @@ class Sender(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(sa_column=Column(String(64), nullable=False))
     channel: Channel = Field(sa_column=Column(String(16), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ShortLink(SQLModel, table=True):
+    """A tracked short link that replaced a URL in one message's text; each redirect counts a click."""
+
+    __tablename__ = "short_link"
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str = Field(sa_column=Column(String(32), unique=True, nullable=False))
+    message_id: int = Field(foreign_key="message.id", nullable=False, index=True)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    clicks: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))

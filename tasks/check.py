@@ -11,6 +11,7 @@ from models.status import Channel
 from tasks.cost import fee
 from tasks.parse import read_task_file
 from tasks.segment import count, segment
+from tasks.shortlinks import shorten
 from tasks.templates import directory
 from tasks.validate import Columns, ValidRow, validate_rows
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
@@ -38,7 +39,10 @@ def check_file(
     ):
         if isinstance(result, ValidRow):
             accepted += 1
-            text = "".join(segment(result.text, smart=True).parts) if settings.smart_encoding else result.text
+            text = result.text
+            if result.use_short_links and result.channel is Channel.SMS:
+                text, _links = shorten(text, settings.public_url or settings.api_url)
+            text = "".join(segment(text, smart=True).parts) if settings.smart_encoding else text
             encoding, units, parts = count(text)
             send_at = next_send_time(now, parsed_windows, result.time_zone)
             price = fee(result.channel, parts, settings.prices)

@@ -16,7 +16,7 @@ from models.db import get_engine
 from models.params import HistoryFilter
 from models.settings import get_settings
 from models.tables import Message
-from tasks.workbook import save, write_messages
+from tasks.workbook import clicks_by_message, save, write_messages
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,10 @@ def export_history(filters: HistoryFilter, today: date | None = None) -> History
     path = settings.reports_dir.resolve() / _file_name(filters, since, until)
     workbook = Workbook(write_only=True)
     with Session(get_engine()) as session:
-        written = write_messages(workbook, session.scalars(query.order_by(Message.id).execution_options(yield_per=2000)), settings.timezone)
+        clicks = clicks_by_message(session, query.with_only_columns(Message.id))
+        written = write_messages(
+            workbook, session.scalars(query.order_by(Message.id).execution_options(yield_per=2000)), settings.timezone, clicks
+        )
     save(workbook, path)
     return HistoryExport(path=str(path), messages=written, since=since, until=until)
 

@@ -14,7 +14,13 @@ from sqlmodel import Session
 from models.db import get_engine, session_scope
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, Rejection
-from tasks.workbook import MESSAGE_COLUMNS, header, save, write_messages
+from tasks.workbook import (
+    MESSAGE_COLUMNS,
+    clicks_by_message,
+    header,
+    save,
+    write_messages,
+)
 
 __all__ = ["MESSAGE_COLUMNS", "REJECTION_COLUMNS", "ReportResult", "build_report"]
 
@@ -43,7 +49,8 @@ def build_report(task_id: int) -> ReportResult:
         path = settings.reports_dir.resolve() / f"task-{task_id}-{_slug(notification_task.name)}.xlsx"
         workbook = Workbook(write_only=True)
         query = select(Message).where(Message.task_id == task_id).order_by(Message.id).execution_options(yield_per=2000)
-        write_messages(workbook, session.scalars(query), settings.timezone)
+        clicks = clicks_by_message(session, select(Message.id).where(Message.task_id == task_id))
+        write_messages(workbook, session.scalars(query), settings.timezone, clicks)
 
         rejected = workbook.create_sheet("Rejected rows")
         rejected.freeze_panes = "A2"

@@ -29,7 +29,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "variables": ("variables",),
     "validity period": ("validity period",),
     "template id": ("template id",),
+    "use short links": ("use short links",),
 }
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
 _ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
 CONNECTED_CHANNELS = frozenset({Channel.SMS})
 VALIDITY_RANGE = (1, 2880)
@@ -87,6 +90,7 @@ class ValidRow:
     variables: dict[str, Any] | None = None
     template_id: int | None = None
     template_name: str | None = None
+    use_short_links: bool = False
 
 
 @dataclass
@@ -271,6 +275,14 @@ def _validate_row(
             column = "variables" if exc.variable else "text"
             row.fail(column, "missing_variable" if exc.variable else "invalid_placeholder", exc.variable or text, str(exc))
 
+    use_short_links = False
+    raw_short = row.get("use short links")
+    if raw_short is not None:
+        try:
+            use_short_links = parse_bool(raw_short)
+        except ValueError:
+            row.fail("use short links", "invalid_boolean", raw_short, f"{_shorten(raw_short)!r} is not true or false (also 1/0, yes/no)")
+
     sender = cell_text(row.get("from"))
     if sender is not None and directory is not None and (sender, channel.value) not in directory.senders:
         row.fail("from", "unknown_sender", sender,
@@ -294,7 +306,22 @@ def _validate_row(
         variables=variables,
         template_id=template.id if template else None,
         template_name=template.name if template else None,
+        use_short_links=use_short_links,
     )
+
+
+def parse_bool(value: Any) -> bool:
+    """A spreadsheet's idea of a boolean: Excel TRUE/FALSE, 1/0, true/false, yes/no."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
 
 
 def _template(row: _Row, channel: Channel, directory: Directory | None) -> tuple[TemplateView | None, dict[str, Any]]:
