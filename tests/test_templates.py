@@ -347,3 +347,25 @@ def test_api_registers_and_lists_senders_and_refuses_a_duplicate(client: TestCli
     assert name in [s["name"] for s in client.get("/senders", params={"channel": "viber"}).json()]
     assert name not in [s["name"] for s in client.get("/senders", params={"channel": "sms"}).json()]
     assert client.post("/senders", json={"name": name, "channel": "pigeon"}).status_code == 422
+
+
+@pytest.mark.e2e
+def test_templates_over_http_on_the_running_api(stack: Any) -> None:
+    """Create, search, read, replace and delete a template through the real API server."""
+    import httpx
+
+    base = stack.api_url
+    sender = f"HTTP{uuid.uuid4().hex[:6]}"
+    assert httpx.post(f"{base}/senders", json={"name": sender, "channel": "sms"}).status_code in (200, 201)
+    body = {"name": f"http template {sender}", "channels": [{"channel": "sms", "text": "Hi {name}", "sender": sender}]}
+    created = httpx.post(f"{base}/templates", json=body)
+    assert created.status_code in (200, 201), created.text
+    template_id = created.json()["id"]
+    found = httpx.get(f"{base}/templates", params={"search": sender.lower()}).json()
+    assert [t["id"] for t in found] == [template_id]
+    body["channels"][0]["text"] = "Hello {name}"
+    assert httpx.put(f"{base}/templates/{template_id}", json=body).json()["channels"][0]["text"] == "Hello {name}"
+    refused = httpx.post(f"{base}/templates", json={**body, "channels": [{"channel": "sms", "text": "x", "sender": "NOBODY"}]})
+    assert refused.status_code == 422 and "notiflow sender add NOBODY --channel sms" in refused.text
+    assert httpx.delete(f"{base}/templates/{template_id}").status_code in (200, 204)
+    assert httpx.get(f"{base}/templates/{template_id}").status_code == 404
