@@ -92,3 +92,28 @@ def test_file_without_recipient_column_is_refused_as_a_whole() -> None:
 
 def test_unknown_columns_are_listed() -> None:
     assert Columns.from_header(["phone", "text", "Favourite colour"]).unknown == ["Favourite colour"]
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["7.9161234567E10", "7.9161234567E+10", "79161234567.0", "+7\u2009916\u2009123\u200945\u200967", "\u200e+79161234567\u200f",
+     "+7 (916) 123-45-67 ext. 12", "+79161234567 доб. 345", "+7.916.123.45.67", "TEL:+79161234567"],
+)
+def test_more_spreadsheet_spellings_of_one_number(cell: object) -> None:
+    number = clean_phone(cell, "RU")
+    assert phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164) == "+79161234567"
+
+
+@pytest.mark.parametrize(
+    ("cell", "reason"),
+    [("7.91612E+10", "rounded by Excel"), ("7.9161234567891E10", "not a whole number"), ("+1-800-FLOWERS", "letters"),
+     (True, "true/false"), ("+7 916 123 45 67 #ab", "letters")],
+)
+def test_numbers_that_cannot_be_trusted_are_refused(cell: object, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        clean_phone(cell, "RU")
+
+
+def test_prefix_column_gives_national_numbers_their_country() -> None:
+    (row,) = _validate(["phone", "prefix", "text"], ["(212) 555-1234", "+1", "hi"])
+    assert isinstance(row, ValidRow) and row.recipient == "+12125551234" and row.time_zone == "America/New_York"
