@@ -22,6 +22,9 @@ _HOME = Path(tempfile.mkdtemp(prefix="notiflow-test-"))
 _DATABASE = os.environ.get("NOTIFLOW_TEST_DATABASE", "sqlite")
 _PG_URL = os.environ.get("NOTIFLOW_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _PG_NAME = f"notiflow_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+# The test session's Prefect server keeps its own state in PostgreSQL, as production does: under two
+# suites at once its SQLite database answered the UI "database is locked" and a click was lost.
+_PREFECT_DB = f"prefect_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
 def _free_port() -> int:
@@ -38,6 +41,7 @@ def _admin_pg(statement: str) -> None:
         connection.execute(statement)
 
 
+_admin_pg(f'CREATE DATABASE "{_PREFECT_DB}"')
 if _DATABASE == "postgresql":
     _admin_pg(f'CREATE DATABASE "{_PG_NAME}"')
     os.environ["NOTIFLOW_DATABASE_URL"] = _PG_URL.rsplit("/", 1)[0] + f"/{_PG_NAME}"
@@ -56,6 +60,7 @@ os.environ.update(
     NOTIFLOW_SANDBOX_CONFIG='{"queued_seconds": 0.2, "sent_seconds": 0.2, "pending_seconds": 0.4, "delivered_rate": 0.8}',
     PREFECT_API_URL=f"http://127.0.0.1:{_PREFECT_PORT}/api",
     PREFECT_HOME=str(_HOME / "prefect"),
+    PREFECT_API_DATABASE_CONNECTION_URL=_PG_URL.replace("+psycopg", "+asyncpg").rsplit("/", 1)[0] + f"/{_PREFECT_DB}",
     PREFECT_SERVER_ANALYTICS_ENABLED="false",
     PREFECT_RUNNER_POLL_FREQUENCY="1",
     PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.5",
@@ -66,14 +71,14 @@ import notiflow  # noqa: E402,F401  (applies the remaining defaults)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _DATABASE == "postgresql":
-        from models.db import get_engine
+    from models.db import get_engine
 
-        get_engine.cache_clear()
+    get_engine.cache_clear()
+    for name in ([_PG_NAME] if _DATABASE == "postgresql" else []) + [_PREFECT_DB]:
         try:
-            _admin_pg(f'DROP DATABASE IF EXISTS "{_PG_NAME}" WITH (FORCE)')
+            _admin_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         except Exception as exc:  # a leftover test database is not worth failing the run for
-            print(f"could not drop {_PG_NAME}: {exc}", file=sys.stderr)
+            print(f"could not drop {name}: {exc}", file=sys.stderr)
 
 
 @pytest.fixture(scope="session")
