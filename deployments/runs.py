@@ -6,7 +6,6 @@ Suspend and Cancel.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from uuid import UUID
 
 import httpx
@@ -33,7 +32,7 @@ def start_run(params: NotificationTaskParams) -> FlowRun:
         return run_deployment(
             NOTIFICATION_TASK,
             parameters={"params": params.model_dump(mode="json")},
-            flow_run_name=params.name or Path(params.task_file).stem,
+            flow_run_name=params.task_name,
             timeout=0,
         )
     except Exception as exc:

@@ -6,7 +6,6 @@ from the database, so nothing is sent twice and nothing is lost.
 """
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -41,10 +40,7 @@ class CampaignSummary(BaseModel):
 
 def _run_name() -> str:
     params = flow_run.parameters.get("params") or {}
-    if isinstance(params, BaseModel):
-        params = params.model_dump()
-    name = params.get("name") or os.path.basename(str(params.get("task_file") or "")).rsplit(".", 1)[0]
-    return name or "notification task"
+    return NotificationTaskParams.model_validate(params).task_name
 
 
 @flow(name="notification-task", flow_run_name=_run_name, log_prints=False)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
@@ -10,6 +11,11 @@ from models.status import Channel, MessageStatus
 
 class NotificationTaskParams(BaseModel):
     """A notification task to run: the uploaded file and its time limiter."""
+
+    @property
+    def task_name(self) -> str:
+        """The name in the task list and on the run: the given one, else the file's name."""
+        return self.name or PurePosixPath(self.task_file.split("?")[0]).stem or "notification task"
 
     task_file: str = Field(
         description="Path of the task file (.xlsx, .xls or .csv) on the server, or an http(s) URL to download it from.",

@@ -9,9 +9,9 @@ from typing import Any
 from models.settings import get_settings
 from models.status import Channel
 from tasks.cost import fee
+from tasks.intake import sent_text
 from tasks.parse import read_task_file
-from tasks.segment import count, segment
-from tasks.shortlinks import shorten
+from tasks.segment import count
 from tasks.templates import directory
 from tasks.validate import Columns, ValidRow, validate_rows
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
@@ -39,10 +39,7 @@ def check_file(
     ):
         if isinstance(result, ValidRow):
             accepted += 1
-            text = result.text
-            if result.use_short_links and result.channel is Channel.SMS:
-                text, _links = shorten(text, settings.public_url or settings.api_url)
-            text = "".join(segment(text, smart=True).parts) if settings.smart_encoding else text
+            text, _links = sent_text(result, smart=settings.smart_encoding, link_base=settings.public_url or settings.api_url)
             encoding, units, parts = count(text)
             send_at = next_send_time(now, parsed_windows, result.time_zone)
             price = fee(result.channel, parts, settings.prices)

@@ -94,12 +94,9 @@ def _message(
     task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal], smart: bool,
     link_base: str, links: dict[int, list[tuple[str, str]]],
 ) -> dict[str, Any]:
-    text = row.text
-    if row.use_short_links and row.channel is Channel.SMS:
-        # Only SMS shortens links (spec §7); parts are counted on the shortened text.
-        text, links[row.row] = shorten(text, link_base)
-    if smart:
-        text = "".join(segment(text, smart=True).parts)  # what is sent, and so what the report shows
+    text, row_links = sent_text(row, smart=smart, link_base=link_base)
+    if row_links:
+        links[row.row] = row_links
     encoding, _units, parts = count(text)
     return {
         "task_id": task_id,
@@ -128,6 +125,17 @@ def _message(
         "created_at": now,
         "status_updated_at": now,
     }
+
+
+def sent_text(row: ValidRow, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:
+    """The text that is sent (and so stored, counted and reported), with the short links it got."""
+    text, links = row.text, []
+    if row.use_short_links and row.channel is Channel.SMS:
+        # Only SMS shortens links (spec §7); parts are counted on the shortened text.
+        text, links = shorten(text, link_base)
+    if smart:
+        text = "".join(segment(text, smart=True).parts)
+    return text, links
 
 
 def _store_short_links(session: Any, task_id: int, messages: list[dict[str, Any]], links: dict[int, list[tuple[str, str]]]) -> None:

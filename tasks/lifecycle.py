@@ -53,7 +53,7 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
     with session_scope() as session:
         created = NotificationTask(
             uid=uid,
-            name=params.name or Path(params.task_file.split("?")[0]).stem or "notification task",
+            name=params.task_name,
             file=str(stored),
             source_file=params.task_file,
             windows=windows,
