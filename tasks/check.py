@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def check_file(
 ) -> dict[str, Any]:
     """The plan for every row, in `notiflow check --json`'s shape (a stable contract)."""
     settings = get_settings()
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
     parsed_windows = parse_windows(windows)
     task_file = read_task_file(path)
     columns = Columns.from_header(task_file.header)
@@ -63,4 +63,4 @@ def check_file(
 
 
 def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")

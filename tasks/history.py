@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -41,8 +41,8 @@ def export_history(filters: HistoryFilter, today: date | None = None) -> History
     settings = get_settings()
     zone = ZoneInfo(settings.timezone)
     since, until = period(filters, today)
-    start = datetime.combine(since, time(0), zone).astimezone(timezone.utc)
-    end = datetime.combine(until + timedelta(days=1), time(0), zone).astimezone(timezone.utc)
+    start = datetime.combine(since, time(0), zone).astimezone(UTC)
+    end = datetime.combine(until + timedelta(days=1), time(0), zone).astimezone(UTC)
     query = select(Message).where(Message.created_at >= start, Message.created_at < end)
     if filters.channel:
         query = query.where(Message.channel == filters.channel.value)
@@ -84,6 +84,6 @@ def list_reports() -> list[dict[str, Any]]:
     files = sorted((p for p in folder.glob("*.xlsx") if not p.name.endswith(".tmp.xlsx")), key=lambda p: p.stat().st_mtime, reverse=True)
     return [
         {"name": p.name, "path": str(p), "bytes": p.stat().st_size,
-         "modified": datetime.fromtimestamp(p.stat().st_mtime, timezone.utc).isoformat()}
+         "modified": datetime.fromtimestamp(p.stat().st_mtime, UTC).isoformat()}
         for p in files
     ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,8 +18,9 @@ from models.settings import get_settings
 from models.status import Channel
 from models.tables import PhoneCheckResult
 from tasks.parse import read_task_file
+from tasks.phones import clean_phone
 from tasks.routing import provider_for
-from tasks.validate import Columns, cell_text, clean_phone
+from tasks.validate import Columns, cell_text
 from tasks.workbook import header, save
 
 CHECK_COLUMNS = ("check id", "status", "status description", "phone", "check date", "price")
@@ -79,9 +80,9 @@ def find_checks(phone: str | None = None, since: date | None = None, until: date
     if phone:
         query = query.where(PhoneCheckResult.phone.contains(re.sub(r"\D", "", phone)))
     if since:
-        query = query.where(PhoneCheckResult.created_at >= datetime.combine(since, time(0), zone).astimezone(timezone.utc))
+        query = query.where(PhoneCheckResult.created_at >= datetime.combine(since, time(0), zone).astimezone(UTC))
     if until:
-        end = datetime.combine(until + timedelta(days=1), time(0), zone).astimezone(timezone.utc)
+        end = datetime.combine(until + timedelta(days=1), time(0), zone).astimezone(UTC)
         query = query.where(PhoneCheckResult.created_at < end)
     with Session(get_engine()) as session:
         return list(session.scalars(query))

@@ -4,18 +4,16 @@ from __future__ import annotations
 import json
 import math
 import re
-import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import phonenumbers
-from phonenumbers import timezone as phone_zones
 
 from models.errors import TaskFileError
 from models.status import Channel
 from tasks.compose import CompositionError, fill
-from tasks.windows import zone_for
+from tasks.phones import subscriber
 
 # Canonical column → the header spellings that mean it (after normalise_header).
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -39,9 +37,6 @@ _ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliase
 CONNECTED_CHANNELS = frozenset({Channel.SMS})
 VALIDITY_RANGE = (1, 2880)
 DEFAULT_VALIDITY = 1440
-_PHONE_PUNCTUATION = re.compile(r"[()\-./]")
-_EXTENSION = re.compile(r"(?:ext\.?|x|доб\.?|#)\d+$", re.IGNORECASE)
-_SCIENTIFIC = re.compile(r"(\d)(?:[.,](\d+))?[eE]\+?(\d+)")
 
 
 def normalise_header(header: str) -> str:
@@ -165,56 +160,6 @@ class _Row:
         self.errors.append(RowError(self.number, column, code, _shorten("" if value is None else value), reason))
 
 
-def clean_phone(value: Any, region: str, prefix: str | None = None) -> phonenumbers.PhoneNumber:
-    """Parse a phone cell into a valid number, or raise ValueError saying why.
-
-    Takes what spreadsheets do to numbers: numeric cells (79123456789.0), scientific notation whose
-    digits all survived (7.9123456789E10), Unicode and invisible spaces, brackets, dashes, a tel:
-    prefix, an extension (dropped), a leading 8 for Russian numbers. Refuses letters (vanity numbers
-    are never converted) and scientific notation Excel rounded (7.91235E+10: the real number is lost).
-    """
-    if isinstance(value, bool):
-        raise ValueError("is a true/false cell, not a phone number")
-    if isinstance(value, int):
-        value = str(value)
-    elif isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"{value!r} is not a phone number")
-        value = str(int(value))
-    text = "".join(c for c in str(value) if unicodedata.category(c) not in ("Zs", "Cf", "Cc"))
-    if text.lower().startswith("tel:"):
-        text = text[4:]
-    text = _EXTENSION.sub("", text)
-    scientific = _SCIENTIFIC.fullmatch(text)
-    if scientific:
-        whole, decimals, exponent = scientific.group(1), scientific.group(2) or "", int(scientific.group(3))
-        if len(decimals) > exponent:
-            raise ValueError(f"{text} is not a whole number")
-        if len(decimals) < exponent:
-            raise ValueError(
-                "was rounded by Excel (scientific notation lost its last digits); format the column as Text and type the full number"
-            )
-        text = whole + decimals
-    elif re.fullmatch(r"\d+\.0+", text):
-        text = text.split(".", 1)[0]
-    else:
-        text = _PHONE_PUNCTUATION.sub("", text)
-    if re.search(r"[^\d+]", text):
-        raise ValueError("contains letters or symbols; write the number in digits")
-    if prefix and not text.startswith("+"):
-        # The prefix is the country code of a national number: "+1" and "1" both mean +1.
-        text = "+" + prefix.strip().lstrip("+") + text.lstrip("0")
-    if region == "RU" and len(text) == 11 and text.startswith("8"):
-        text = "+7" + text[1:]
-    elif re.fullmatch(r"\d{11,15}", text):
-        # A long number without + is international in every file we have seen (79123456789).
-        text = "+" + text
-    number = phonenumbers.parse(text, region)
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("is not a valid phone number")
-    return number
-
-
 def validate_rows(
     rows: Iterable[tuple[int, Sequence[Any]]],
     columns: Columns,
@@ -246,14 +191,9 @@ def _validate_row(
         row.fail("phone", "missing_phone", None, "is empty; every message needs the recipient's phone")
     else:
         try:
-            number = clean_phone(raw_phone, region, prefix=cell_text(row.get("prefix")))
+            recipient, zone = subscriber(raw_phone, region, account_zone, prefix=cell_text(row.get("prefix")))
         except (ValueError, phonenumbers.NumberParseException) as exc:
             row.fail("phone", "invalid_phone", raw_phone, f"{_shorten(raw_phone)!r} {exc}")
-        else:
-            recipient = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-            zone = zone_for(
-                phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone
-            )
 
     raw_channel = row.get("channel")
     channel = default_channel

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 DEFAULT_WINDOWS = ("09:00-20:00",)
@@ -74,18 +74,18 @@ def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str) -
 
 def _local(day: date, at: time, zone: ZoneInfo) -> datetime:
     # Round-tripping through UTC moves a wall time that falls in a DST gap to the real instant after it.
-    return datetime.combine(day, at, zone).astimezone(timezone.utc)
+    return datetime.combine(day, at, zone).astimezone(UTC)
 
 
 def next_send_time(earliest: datetime, windows: Sequence[Window], zone: str) -> datetime:
     """The first instant at or after `earliest` (aware) that lies inside one of the windows, in UTC."""
     tz = ZoneInfo(zone)
     local_day = earliest.astimezone(tz).date()
-    for offset in range(0, 3):
+    for offset in range(3):
         day = local_day + timedelta(days=offset)
         for window in windows:
             start = _local(day, window.start, tz)
             end = _local(day + timedelta(days=1), time(0), tz) if window.end is None else _local(day, window.end, tz)
             if earliest < end:
-                return max(earliest, start).astimezone(timezone.utc)
+                return max(earliest, start).astimezone(UTC)
     raise AssertionError("a day always has a window")  # parse_windows refuses an empty list

@@ -67,7 +67,7 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_PROFILE", None)
 
-import notiflow  # noqa: E402,F401  (applies the remaining defaults)
+import notiflow  # noqa: F401  (applies the remaining defaults)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

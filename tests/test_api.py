@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ def test_pushed_delivery_report_updates_the_message_once(stack: Any, tmp_path: P
     provider_id = f"sbx-{uuid.uuid4().hex}"
     with Session(engine) as session:
         session.execute(update(Message).where(Message.task_id == task_id).values(
-            status="SENT", provider="sandbox", provider_message_id=provider_id, sent_at=datetime.now(timezone.utc)))
+            status="SENT", provider="sandbox", provider_message_id=provider_id, sent_at=datetime.now(UTC)))
         session.commit()
     report = {"reports": [{"id": provider_id, "ref": "x", "status": "DELIVERED", "description": "delivered",
                            "updated_at": "2026-11-26T10:00:00.000Z"}]}
@@ -32,7 +32,7 @@ def test_pushed_delivery_report_updates_the_message_once(stack: Any, tmp_path: P
     with Session(engine) as session:
         message = session.scalars(select(Message).where(Message.task_id == task_id)).one()
         events = session.scalars(select(StatusEvent.source).where(StatusEvent.message_id == message.id, StatusEvent.status == "DELIVERED")).all()
-    assert message.status == "DELIVERED" and message.delivered_at == datetime(2026, 11, 26, 10, tzinfo=timezone.utc)
+    assert message.status == "DELIVERED" and message.delivered_at == datetime(2026, 11, 26, 10, tzinfo=UTC)
     assert events == ["webhook"]
 
 

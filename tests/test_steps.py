@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,13 +105,13 @@ def test_half_finished_intake_goes_on_without_duplicates(tmp_path: Path, engine:
 def test_message_outside_window_is_delayed_until_the_window_opens(tmp_path: Path, engine: Any) -> None:
     task_id = make_task(tmp_path, good=5, windows=["09:00-10:00"])
     intake.fn(task_id)
-    now = datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc)  # 12:00 in Moscow: today's window has passed
+    now = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)  # 12:00 in Moscow: today's window has passed
     result = schedule.fn(task_id, now=now)
     assert (result.queued, result.delayed) == (0, 5)
     with Session(engine) as session:
         message = session.scalars(select(Message).where(Message.task_id == task_id)).first()
     assert message is not None and message.status == MessageStatus.DELAYED
-    assert message.scheduled_at == datetime(2026, 11, 27, 6, 0, tzinfo=timezone.utc)
+    assert message.scheduled_at == datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
     assert message.expires_at == message.scheduled_at + timedelta(minutes=1440)
 
 
@@ -132,7 +132,7 @@ def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp
         lost = session.execute(select(Message.id, Message.recipient, Message.text).where(Message.task_id == task_id).limit(5)).all()
         # The process marked these as handed, the carrier took them, and the process died before recording ids.
         session.execute(update(Message).where(Message.id.in_([m.id for m in lost])).values(
-            handed_at=datetime.now(timezone.utc), handed_by="dead-process", attempts=1))
+            handed_at=datetime.now(UTC), handed_by="dead-process", attempts=1))
         session.commit()
     with SandboxSMS(stack.sandbox_url) as carrier:
         carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow") for m in lost])
@@ -170,7 +170,7 @@ def test_message_past_its_validity_period_expires_unsent(stack: Any, tmp_path: P
     task_id, owner = ready_to_send(tmp_path, good=4)
     with Session(engine) as session:
         session.execute(update(Message).where(Message.task_id == task_id).values(
-            expires_at=datetime.now(timezone.utc) - timedelta(minutes=1)))
+            expires_at=datetime.now(UTC) - timedelta(minutes=1)))
         session.commit()
     result = dispatch.fn(task_id, owner)
     assert (result.sent, result.expired) == (0, 4)

@@ -6,11 +6,11 @@ import pytest
 
 from models.errors import TaskFileError
 from models.status import Channel
+from tasks.phones import clean_phone
 from tasks.validate import (
     Columns,
     RowError,
     ValidRow,
-    clean_phone,
     normalise_header,
     validate_rows,
 )

@@ -1,7 +1,7 @@
 """Sending windows in the subscriber's local time."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -9,7 +9,7 @@ from tasks.windows import next_send_time, parse_windows, zone_for
 
 
 def utc(text: str) -> datetime:
-    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
 def test_message_inside_window_goes_now() -> None:
