@@ -98,7 +98,8 @@ class Message(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
     task_id: int = Field(foreign_key="notification_task.id", nullable=False)
     row: int = Field(nullable=False, description="Excel row number in the task file (header is row 1)")
-    recipient: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    # A phone (E.164) for most channels; an e-mail address, a device token or a chat id for the others.
+    recipient: str = Field(sa_column=Column(String(1024), nullable=False, index=True))
     channel: Channel = Field(sa_column=Column(String(16), nullable=False))
     sender: str = Field(default="", sa_column=Column(String(64), nullable=False))
     text: str = Field(sa_column=Column(Text, nullable=False))
@@ -120,6 +121,9 @@ class Message(SQLModel, table=True):
     short_links: str | None = Field(default=None, sa_column=Column(Text))
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
+    unique_message_id: str | None = Field(default=None, sa_column=Column(Text))
+    # The row's other columns of the full param list, parsed to their types; secrets are never stored.
+    params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the
     # outcome is unknown (handed_at set, no provider id) and must be reconciled, not blindly resent.
     attempts: int = 0

@@ -13,7 +13,7 @@ from tasks.intake import sent_text
 from tasks.parse import read_task_file
 from tasks.segment import count
 from tasks.templates import directory
-from tasks.validate import Columns, ValidRow, validate_rows
+from tasks.validate import Columns, ValidRow, keep_first_unique, validate_rows
 from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
 
 
@@ -33,10 +33,10 @@ def check_file(
     rows: list[dict[str, Any]] = []
     accepted = rejected = 0
     fees: dict[str, float] = {}
-    for result in validate_rows(
+    for result in keep_first_unique(validate_rows(
         task_file.rows, columns, region=settings.default_region, account_zone=settings.timezone,
         default_channel=channel, default_sender=settings.sms_sender, directory=directory(),
-    ):
+    )):
         if isinstance(result, ValidRow):
             accepted += 1
             text, _links = sent_text(result, smart=settings.smart_encoding, link_base=settings.public_url or settings.api_url)

@@ -22,7 +22,7 @@ from tasks.parse import read_task_file
 from tasks.segment import count, segment
 from tasks.shortlinks import shorten
 from tasks.templates import directory
-from tasks.validate import Columns, RowError, ValidRow, validate_rows
+from tasks.validate import Columns, RowError, ValidRow, keep_first_unique, validate_rows
 
 CHUNK_ROWS = 5000
 
@@ -52,7 +52,7 @@ def intake(task_id: int) -> IntakeResult:
 
     task_file = read_task_file(path)
     columns = Columns.from_header(task_file.header)
-    results = validate_rows(
+    results = keep_first_unique(validate_rows(
         task_file.rows,
         columns,
         region=settings.default_region,
@@ -60,7 +60,7 @@ def intake(task_id: int) -> IntakeResult:
         default_channel=Channel(channels[0]),
         default_sender=settings.sms_sender,
         directory=directory(),
-    )
+    ))
     link_base = settings.public_url or settings.api_url
     while chunk := list(islice(results, CHUNK_ROWS)):
         now = unique_stamp()
@@ -120,6 +120,8 @@ def _message(
         "short_links": " ".join(f"{link_base.rstrip('/')}/s/{code}" for code, _url in links.get(row.row, [])) or None,
         "time_zone": row.time_zone,
         "validity_period": row.validity_period,
+        "unique_message_id": row.unique_message_id,
+        "params": row.params or None,
         "attempts": 0,
         "poll_count": 0,
         "created_at": now,

@@ -90,6 +90,9 @@ class ValidRow:
     template_id: int | None = None
     template_name: str | None = None
     use_short_links: bool = False
+    unique_message_id: str | None = None
+    # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -179,6 +182,20 @@ def validate_rows(
         if not any(v not in (None, "") for v in values):
             continue
         yield _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender, directory)
+
+
+def keep_first_unique(results: Iterable[ValidRow | list[RowError]]) -> Iterator[ValidRow | list[RowError]]:
+    """Refuse a row whose `unique message id` an earlier row of the task already used (spec: a repeated
+    id is a duplicate, not a second message). Must see the results in row order, in one process."""
+    first_row: dict[str, int] = {}
+    for result in results:
+        if isinstance(result, ValidRow) and result.unique_message_id is not None:
+            earlier = first_row.setdefault(result.unique_message_id, result.row)
+            if earlier != result.row:
+                yield [RowError(result.row, "unique message id", "duplicate_unique_message_id", _shorten(result.unique_message_id),
+                                f"repeats the unique message id of row {earlier}; only the first is kept")]
+                continue
+        yield result
 
 
 def _validate_row(
