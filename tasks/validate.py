@@ -1,9 +1,11 @@
-"""Validates task-file rows: each row becomes a message to store or a list of reasons it was refused."""
+"""Validates task-file rows: each row becomes a message to store or a list of reasons it was refused.
+
+What each column may hold is tasks.columns' table (the spec's full list of params); this module adds
+what needs the whole row: the channel's recipient and required columns, the template, the text.
+"""
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,36 +14,34 @@ import phonenumbers
 
 from models.errors import TaskFileError
 from models.status import Channel
+from tasks.columns import (
+    ALIASES,
+    BY_NAME,
+    COLUMNS,
+    MESSENGERS,
+    RECIPIENT_COLUMNS,
+    OutOfRange,
+    mask_payment,
+    normalise_header,
+    parse_bool,
+)
 from tasks.compose import CompositionError, fill
 from tasks.phones import subscriber
 
-# Canonical column → the header spellings that mean it (after normalise_header).
-COLUMNS: dict[str, tuple[str, ...]] = {
-    "phone": ("phone", "phone number"),
-    "text": ("text", "message content"),
-    "channel": ("channel",),
-    "from": ("from", "from name", "display name"),
-    "external id": ("external id",),
-    "bulk id": ("bulk id",),
-    "group id": ("group id",),
-    "flow id": ("flow id",),
-    "variables": ("variables",),
-    "validity period": ("validity period",),
-    "template id": ("template id",),
-    "use short links": ("use short links",),
-    "prefix": ("prefix",),
-}
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
-_ALIASES = {alias: name for name, aliases in COLUMNS.items() for alias in aliases}
-CONNECTED_CHANNELS = frozenset({Channel.SMS})
-VALIDITY_RANGE = (1, 2880)
+# Columns that become the message itself; every other recognised column goes to its params.
+CORE = frozenset({
+    "phone", "messenger user id", "prefix", "email", "push registration id", "chat id", "text", "channel", "channels",
+    "from", "external id", "bulk id", "group id", "flow id", "variables", "validity period", "template id",
+    "use short links", "unique message id",
+})
+# Channels whose recipient is a phone number; the others name an address, a device or a chat.
+PHONE_CHANNELS = frozenset({Channel.SMS, Channel.VK, Channel.OK}) | MESSENGERS
+ADDRESS_COLUMN = {Channel.EMAIL: "email", Channel.PUSH: "push registration id", Channel.CHAT: "chat id"}
+REQUIRED = {channel: tuple(c.name for c in COLUMNS if channel in c.required_for) for channel in Channel}
 DEFAULT_VALIDITY = 1440
 
-
-def normalise_header(header: str) -> str:
-    """`Send At`, ` send at `, `send_at` and `SEND-AT` all name the same column."""
-    return " ".join(re.sub(r"[_\-]", " ", str(header)).lower().split())
+__all__ = ["Columns", "Directory", "RowError", "TemplateView", "ValidRow", "cell_text", "keep_first_unique",
+           "normalise_header", "parse_bool", "validate_rows"]
 
 
 @dataclass(frozen=True)
@@ -109,14 +109,15 @@ class Columns:
         for position, raw in enumerate(header):
             if not raw:
                 continue
-            name = _ALIASES.get(normalise_header(raw))
+            name = ALIASES.get(normalise_header(raw))
             if name is None:
                 unknown.append(raw)
             elif name not in index:
                 index[name] = position
-        if "phone" not in index:
+        if not any(name in index for name in RECIPIENT_COLUMNS):
             raise TaskFileError(
-                f"the task file has no recipient column: add a column named \"phone\" (found: {', '.join(h for h in header if h) or 'nothing'})"
+                'the task file has no recipient column: add a column named "phone" (or "email", "push registration id", '
+                f'"chat id", "messenger user id"; found: {", ".join(h for h in header if h) or "nothing"})'
             )
         return cls(index=index, unknown=unknown)
 
@@ -202,25 +203,17 @@ def _validate_row(
     row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str,
     directory: Directory | None,
 ) -> ValidRow | list[RowError]:
-    raw_phone = row.get("phone")
-    recipient, zone = "", account_zone
-    if raw_phone is None:
-        row.fail("phone", "missing_phone", None, "is empty; every message needs the recipient's phone")
+    values = _parse_columns(row)
+    if "channel" in values:
+        channel = Channel(values["channel"])
+    elif values.get("channels"):
+        channel = Channel(values["channels"][0].lower())
     else:
-        try:
-            recipient, zone = subscriber(raw_phone, region, account_zone, prefix=cell_text(row.get("prefix")))
-        except (ValueError, phonenumbers.NumberParseException) as exc:
-            row.fail("phone", "invalid_phone", raw_phone, f"{_shorten(raw_phone)!r} {exc}")
-
-    raw_channel = row.get("channel")
-    channel = default_channel
-    if raw_channel is not None:
-        try:
-            channel = Channel(str(raw_channel).strip().lower())
-        except ValueError:
-            row.fail("channel", "invalid_channel", raw_channel, f"{_shorten(raw_channel)!r} is not a channel; use one of {', '.join(c.value for c in Channel)}")
-    if channel not in CONNECTED_CHANNELS:
-        row.fail("channel", "channel_not_connected", channel.value, f"{channel.value} is not connected yet; use {', '.join(sorted(c.value for c in CONNECTED_CHANNELS))}")
+        channel = default_channel
+    recipient, zone = _recipient(row, channel, region, account_zone)
+    for name in REQUIRED[channel]:
+        if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
+            row.fail(name, "missing_" + _code(name), None, f"is empty; {channel.value} messages need it ({BY_NAME[name].format})")
 
     template, config = _template(row, channel, directory)
     if row.get("template id") is not None:
@@ -229,34 +222,12 @@ def _validate_row(
         if template is not None and text is None:
             row.fail("template id", "template_without_text", template.id, f"template {template.id} has no text for {channel.value}")
     else:
-        text = cell_text(row.get("text"))
-        if text is None:
+        text = values.get("text")
+        if row.get("text") is None:
             row.fail("text", "missing_text", None, "is empty; write the message text")
 
-    validity = int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
-    raw_validity = row.get("validity period")
-    if raw_validity is not None:
-        try:
-            validity = int(float(str(raw_validity)))
-            if float(str(raw_validity)) != validity:
-                raise ValueError
-        except ValueError:
-            row.fail("validity period", "invalid_validity_period", raw_validity, f"{_shorten(raw_validity)!r} is not a whole number of minutes")
-        else:
-            low, high = VALIDITY_RANGE
-            if not low <= validity <= high:
-                row.fail("validity period", "validity_period_out_of_range", raw_validity, f"{validity} is outside {low}–{high} minutes")
-
-    variables = None
-    raw_variables = row.get("variables")
-    if raw_variables is not None:
-        try:
-            variables = json.loads(str(raw_variables))
-            if not isinstance(variables, dict):
-                raise ValueError
-        except ValueError:
-            row.fail("variables", "invalid_variables", raw_variables, 'is not a JSON object like {"name": "Anna"}')
-
+    validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
+    variables = values.get("variables")
     if text is not None and not row.errors:
         try:
             text = fill(text, variables)
@@ -264,15 +235,7 @@ def _validate_row(
             column = "variables" if exc.variable else "text"
             row.fail(column, "missing_variable" if exc.variable else "invalid_placeholder", exc.variable or text, str(exc))
 
-    use_short_links = False
-    raw_short = row.get("use short links")
-    if raw_short is not None:
-        try:
-            use_short_links = parse_bool(raw_short)
-        except ValueError:
-            row.fail("use short links", "invalid_boolean", raw_short, f"{_shorten(raw_short)!r} is not true or false (also 1/0, yes/no)")
-
-    sender = cell_text(row.get("from"))
+    sender = values.get("from")
     if sender is not None and directory is not None and (sender, channel.value) not in directory.senders:
         row.fail("from", "unknown_sender", sender,
                  f'sender "{sender}" is not registered for {channel.value}: register it with notiflow sender add "{sender}" --channel {channel.value}')
@@ -280,6 +243,11 @@ def _validate_row(
 
     if row.errors:
         return row.errors
+    params = {name: value for name, value in values.items() if name not in CORE and not BY_NAME[name].secret}
+    if "payment data" in params:
+        params["payment data"] = mask_payment(params["payment data"])
+    if values.get("channels"):
+        params["channels"] = [c.lower() for c in values["channels"]]
     return ValidRow(
         row=row.number,
         recipient=recipient,
@@ -288,29 +256,66 @@ def _validate_row(
         sender=sender,
         time_zone=zone,
         validity_period=validity,
-        external_id=cell_text(row.get("external id")),
-        bulk_id=cell_text(row.get("bulk id")),
-        group_id=cell_text(row.get("group id")),
-        flow_id=cell_text(row.get("flow id")),
+        external_id=values.get("external id"),
+        bulk_id=values.get("bulk id"),
+        group_id=values.get("group id"),
+        flow_id=values.get("flow id"),
         variables=variables,
         template_id=template.id if template else None,
-        template_name=template.name if template else None,
-        use_short_links=use_short_links,
+        template_name=template.name if template else values.get("template name"),
+        use_short_links=bool(values.get("use short links")),
+        unique_message_id=values.get("unique message id"),
+        params=params,
     )
 
 
-def parse_bool(value: Any) -> bool:
-    """A spreadsheet's idea of a boolean: Excel TRUE/FALSE, 1/0, true/false, yes/no."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"{value!r} is not a boolean")
+def _code(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+def _parse_columns(row: _Row) -> dict[str, Any]:
+    """Every filled recognised cell of the row parsed to its type; each bad one recorded with its reason."""
+    values: dict[str, Any] = {}
+    for name in row.columns.index:
+        if name in ("phone", "messenger user id", "template id") or name == "chat id":
+            continue  # checked with the recipient and the template, which know more
+        raw = row.get(name)
+        if raw is None:
+            continue
+        try:
+            values[name] = BY_NAME[name].parse(raw)
+        except OutOfRange as exc:
+            row.fail(name, f"{_code(name)}_out_of_range", raw, str(exc))
+        except ValueError as exc:
+            row.fail(name, f"invalid_{_code(name)}", raw, str(exc))
+    return values
+
+
+def _recipient(row: _Row, channel: Channel, region: str, account_zone: str) -> tuple[str, str]:
+    """Who the message goes to on its channel, and the subscriber's time zone (from the phone if any)."""
+    phone_column = "messenger user id" if row.get("phone") is None and channel in MESSENGERS else "phone"
+    raw_phone = row.get(phone_column)
+    phone, zone = "", account_zone
+    if raw_phone is not None:
+        try:
+            phone, zone = subscriber(raw_phone, region, account_zone, prefix=cell_text(row.get("prefix")))
+        except (ValueError, phonenumbers.NumberParseException) as exc:
+            row.fail(phone_column, "invalid_phone", raw_phone, f"{_shorten(raw_phone)!r} {exc}")
+    if channel in PHONE_CHANNELS:
+        if raw_phone is None:
+            needs = "phone (or messenger user id)" if channel in MESSENGERS else "phone"
+            row.fail("phone", "missing_phone", None, f"is empty; {channel.value} messages need the recipient's {needs}")
+        return phone, zone
+    column = ADDRESS_COLUMN[channel]
+    address = row.get(column)
+    if address is None:
+        row.fail(column, "missing_" + _code(column), None, f"is empty; {channel.value} messages need the recipient's {column}")
+        return "", zone
+    try:
+        return BY_NAME[column].parse(address), zone
+    except ValueError as exc:
+        row.fail(column, "invalid_" + _code(column), address, str(exc))
+        return "", zone
 
 
 def _template(row: _Row, channel: Channel, directory: Directory | None) -> tuple[TemplateView | None, dict[str, Any]]:
@@ -319,9 +324,9 @@ def _template(row: _Row, channel: Channel, directory: Directory | None) -> tuple
     if raw is None:
         return None, {}
     try:
-        template_id = int(float(str(raw)))
-    except ValueError:
-        row.fail("template id", "invalid_template_id", raw, f"{_shorten(raw)!r} is not a template id (a whole number)")
+        template_id = BY_NAME["template id"].parse(raw)
+    except ValueError as exc:
+        row.fail("template id", "invalid_template_id", raw, f"{exc}; template ids are listed by notiflow template list")
         return None, {}
     template = directory.templates.get(template_id) if directory is not None else None
     if template is None:

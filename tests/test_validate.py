@@ -62,11 +62,9 @@ def test_every_error_of_a_row_is_reported_not_just_the_first() -> None:
     assert str(out_of_range) == 'row 2, column "validity period": 5000 is outside 1–2880 minutes'
 
 
-def test_channel_not_connected_yet_is_refused_naming_the_connected_ones() -> None:
-    (errors,) = _validate(["phone", "text", "channel"], ["+79161234567", "hi", "viber"])
-    assert isinstance(errors, list)
-    assert errors[0].code == "channel_not_connected" and "use sms" in errors[0].reason
-
+def test_every_channel_of_the_spec_is_accepted_with_its_recipient() -> None:
+    (viber,) = _validate(["phone", "text", "channel"], ["+79161234567", "hi", "viber"])
+    assert isinstance(viber, ValidRow) and viber.channel is Channel.VIBER and viber.recipient == "+79161234567"
 
 def test_blank_rows_are_skipped_and_row_numbers_are_excel_rows() -> None:
     results = _validate(["phone", "text"], ["+79161234567", "a"], ["", ""], ["+79161234568", "b"])
