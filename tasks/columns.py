@@ -21,7 +21,7 @@ _TRUE = {"true", "1", "yes", "y", "on", "да"}
 _FALSE = {"false", "0", "no", "n", "off", "нет"}
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
-_LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][A-Za-z]{2,4})?")
+_LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
 
 
