@@ -19,7 +19,7 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, ShortLink
 from providers.base import ProviderRejected
-from providers.sandbox.adapter import SandboxSMS
+from providers.sandbox.adapter import SandboxCarrier
 from tasks.funnel import funnel_svg
 from tasks.track import apply_reports
 
@@ -43,11 +43,11 @@ def health() -> dict[str, str]:
 def sandbox_reports(payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
     """Delivery reports pushed by the sandbox carrier; polling stays the safety net."""
     try:
-        reports = SandboxSMS.parse_webhook(payload)
+        reports = SandboxCarrier.parse_webhook(payload)
     except (ProviderRejected, ValueError) as exc:
         raise HTTPException(status_code=422, detail=f"not a sandbox delivery report: {exc}") from exc
     with session_scope() as session:
-        applied = apply_reports(session, SandboxSMS.name, reports, "webhook")
+        applied = apply_reports(session, SandboxCarrier.name, reports, "webhook")
     return {"received": len(reports), "applied": applied}
 
 
@@ -80,6 +80,27 @@ def report_file(name: str) -> FileResponse:
     if path.parent != folder or not path.is_file() or path.suffix != ".xlsx":
         raise HTTPException(status_code=404, detail=f"no report {name!r}; list them with `notiflow reports`")
     return FileResponse(path, filename=name, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+@app.get("/task-templates")
+def task_templates() -> list[dict[str, Any]]:
+    """The downloadable Excel task templates, with where to get each."""
+    from tasks.task_templates import TASK_TEMPLATES
+
+    return [{"title": t.title, "purpose": t.purpose, "file": t.file, "url": f"/task-templates/{t.file}", "columns": list(t.columns)}
+            for t in TASK_TEMPLATES]
+
+
+@app.get("/task-templates/{file}")
+def task_template(file: str) -> Response:
+    """One Excel task template: its columns, an example row, and a sheet describing each column."""
+    from tasks.task_templates import BY_FILE, workbook_bytes
+
+    template = BY_FILE.get(file)
+    if template is None:
+        raise HTTPException(status_code=404, detail=f"no task template {file!r}; GET /task-templates lists them")
+    return Response(workbook_bytes(template), media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f'attachment; filename="{file}"'})
 
 
 @app.post("/tasks", status_code=201)

@@ -100,6 +100,25 @@ def check(
             out.print(f"  {error['message']}")
 
 
+@app.command("templates-xlsx")
+def templates_xlsx(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the six Excel task templates into")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Write the downloadable Excel task templates (SMS, sponsored, chat sessions, WhatsApp, universal, full list)."""
+    from tasks.task_templates import TASK_TEMPLATES, write_templates
+
+    paths = write_templates(folder)
+    if as_json:
+        _emit([{"title": t.title, "path": str(p)} for t, p in zip(TASK_TEMPLATES, paths)])
+        return
+    table = Table("template", "file", "columns")
+    for template, path in zip(TASK_TEMPLATES, paths):
+        table.add_row(template.title, str(path), str(len(template.columns)))
+    out.print(table)
+    out.print("Fill one in (the second sheet describes every column), then: notiflow check FILE")
+
+
 @app.command()
 def segments(
     text: Annotated[str, typer.Argument(help="The SMS text")],

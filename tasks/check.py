@@ -45,10 +45,10 @@ def check_file(
             price = fee(result.channel, parts, settings.prices)
             fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(price)
             rows.append({
-                "row": result.row, "accepted": True, "phone": result.recipient, "channel": result.channel.value,
+                "row": result.row, "accepted": True, "phone": result.recipient, "recipient": result.recipient, "channel": result.channel.value,
                 "encoding": encoding, "parts": parts, "units": units, "fee": str(price), "time_zone": result.time_zone,
                 "scheduled_at": _iso(send_at), "expires_at": _iso(send_at + timedelta(minutes=result.validity_period)),
-                "errors": [],
+                "unique_message_id": result.unique_message_id, "params": result.params, "errors": [],
             })
         else:
             rejected += 1
