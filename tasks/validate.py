@@ -114,12 +114,23 @@ class Columns:
                 unknown.append(raw)
             elif name not in index:
                 index[name] = position
+        if not index and any(_looks_like_data(h) for h in header if h):
+            raise TaskFileError(
+                f"the task file has no header: row 1 holds data ({', '.join(h for h in header if h)[:80]}), not column names; "
+                'insert a first row with the column names, e.g. "phone" and "text"'
+            )
         if not any(name in index for name in RECIPIENT_COLUMNS):
             raise TaskFileError(
                 'the task file has no recipient column: add a column named "phone" (or "email", "push registration id", '
                 f'"chat id", "messenger user id"; found: {", ".join(h for h in header if h) or "nothing"})'
             )
         return cls(index=index, unknown=unknown)
+
+
+def _looks_like_data(cell: str) -> bool:
+    """A header cell that is a number or an address rather than a column name."""
+    digits = sum(c.isdigit() for c in cell)
+    return "@" in cell or digits >= max(5, len(cell) // 2)
 
 
 def _shorten(value: Any, limit: int = 60) -> str:

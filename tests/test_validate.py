@@ -88,6 +88,11 @@ def test_file_without_recipient_column_is_refused_as_a_whole() -> None:
         Columns.from_header(["name", "text"])
 
 
+def test_file_whose_first_row_is_data_is_refused_for_lacking_a_header() -> None:
+    with pytest.raises(TaskFileError, match="no header: row 1 holds data .*insert a first row with the column names"):
+        Columns.from_header(["+79161234567", "Your code is 1234"])
+
+
 def test_unknown_columns_are_listed() -> None:
     assert Columns.from_header(["phone", "text", "Favourite colour"]).unknown == ["Favourite colour"]
 
