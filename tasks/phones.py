@@ -13,13 +13,20 @@ from tasks.windows import zone_for
 _PHONE_PUNCTUATION = re.compile(r"[()\-./]")
 _EXTENSION = re.compile(r"(?:ext\.?|x|доб\.?|#)\d+$", re.IGNORECASE)
 _SCIENTIFIC = re.compile(r"(\d)(?:[.,](\d+))?[eE]\+?(\d+)")
+_WHOLE_WITH_ZEROS = re.compile(r"\d+\.0+")
+_NOT_DIGIT_OR_PLUS = re.compile(r"[^\d+]")
+_INTERNATIONAL_WITHOUT_PLUS = re.compile(r"\d{11,15}")
+# What most cells hold: nothing for the cleaning below to change, so it is skipped.
+_PLAIN = re.compile(r"\+?[0-9]+")
+
+# (time zones of the number's E.164 prefix, country code, region, account zone) → (zone by prefix, zone by country).
+_ZONES: dict[tuple[tuple[str, ...], int | None, str | None, str], tuple[str, str]] = {}
 
 
 def subscriber(value: Any, region: str, account_zone: str, prefix: str | None = None) -> tuple[str, str]:
     """The E.164 form of a phone cell and the subscriber's time zone, or ValueError saying why not."""
-    number = clean_phone(value, region, prefix)
-    zone = zone_for(phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zone
+    number, number_region = _valid_number(value, region, prefix)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), _zone(number, number_region, account_zone)
 
 
 def clean_phone(value: Any, region: str, prefix: str | None = None) -> phonenumbers.PhoneNumber:
@@ -30,15 +37,42 @@ def clean_phone(value: Any, region: str, prefix: str | None = None) -> phonenumb
     prefix, an extension (dropped), a leading 8 for Russian numbers. Refuses letters (vanity numbers
     are never converted) and scientific notation Excel rounded (7.91235E+10: the real number is lost).
     """
+    return _valid_number(value, region, prefix)[0]
+
+
+def _valid_number(value: Any, region: str, prefix: str | None) -> tuple[phonenumbers.PhoneNumber, str | None]:
+    """The valid number and the region phonenumbers assigns it (None for a non-geographic entity's code)."""
+    text = _digits(value)
+    if prefix and not text.startswith("+"):
+        # The prefix is the country code of a national number: "+1" and "1" both mean +1.
+        text = "+" + prefix.strip().lstrip("+") + text.lstrip("0")
+    if region == "RU" and len(text) == 11 and text.startswith("8"):
+        text = "+7" + text[1:]
+    elif _INTERNATIONAL_WITHOUT_PLUS.fullmatch(text):
+        # A long number without + is international in every file we have seen (79123456789).
+        text = "+" + text
+    number = phonenumbers.parse(text, region)
+    # phonenumbers.is_valid_number(number) is exactly these two calls; the region is needed again for the zone.
+    number_region = phonenumbers.region_code_for_number(number)
+    if not phonenumbers.is_valid_number_for_region(number, number_region):
+        raise ValueError("is not a valid phone number")
+    return number, number_region
+
+
+def _digits(value: Any) -> str:
+    """The cell as the digits (and leading +) a person meant, or ValueError when they cannot be trusted."""
     if isinstance(value, bool):
-        raise ValueError("is a true/false cell, not a phone number")
+        raise ValueError("is a true/false cell, not a phone number")  # noqa: TRY004 (a bad cell, refused like any other)
     if isinstance(value, int):
         value = str(value)
     elif isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"{value!r} is not a phone number")
         value = str(int(value))
-    text = "".join(c for c in str(value) if unicodedata.category(c) not in ("Zs", "Cf", "Cc"))
+    text = str(value)
+    if _PLAIN.fullmatch(text):
+        return text
+    text = "".join(c for c in text if unicodedata.category(c) not in ("Zs", "Cf", "Cc"))
     if text.lower().startswith("tel:"):
         text = text[4:]
     text = _EXTENSION.sub("", text)
@@ -52,21 +86,34 @@ def clean_phone(value: Any, region: str, prefix: str | None = None) -> phonenumb
                 "was rounded by Excel (scientific notation lost its last digits); format the column as Text and type the full number"
             )
         text = whole + decimals
-    elif re.fullmatch(r"\d+\.0+", text):
+    elif _WHOLE_WITH_ZEROS.fullmatch(text):
         text = text.split(".", 1)[0]
     else:
         text = _PHONE_PUNCTUATION.sub("", text)
-    if re.search(r"[^\d+]", text):
+    if _NOT_DIGIT_OR_PLUS.search(text):
         raise ValueError("contains letters or symbols; write the number in digits")
-    if prefix and not text.startswith("+"):
-        # The prefix is the country code of a national number: "+1" and "1" both mean +1.
-        text = "+" + prefix.strip().lstrip("+") + text.lstrip("0")
-    if region == "RU" and len(text) == 11 and text.startswith("8"):
-        text = "+7" + text[1:]
-    elif re.fullmatch(r"\d{11,15}", text):
-        # A long number without + is international in every file we have seen (79123456789).
-        text = "+" + text
-    number = phonenumbers.parse(text, region)
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("is not a valid phone number")
-    return number
+    return text
+
+
+def _zone(number: phonenumbers.PhoneNumber, number_region: str | None, account_zone: str) -> str:
+    """zone_for(time_zones_for_number(number), number_region, account_zone), without the number's type when it cannot matter.
+
+    phonenumbers gives a valid number the zones of its longest known E.164 prefix when its type is
+    geographical (fixed line; mobile in some countries) and the zones of its country code otherwise.
+    Both lists, and so both candidate zones, follow from the prefix's list, the country code and the
+    region, which key the cache; the type (as costly as the validity check) is only worked out when
+    the two candidates differ. A Russian mobile number gets Europe/Moscow either way.
+    """
+    by_prefix_zones = phone_zones.time_zones_for_geographical_number(number)
+    key = (by_prefix_zones, number.country_code, number_region, account_zone)
+    zones = _ZONES.get(key)
+    if zones is None:
+        by_country_zones = phone_zones._country_level_time_zones_for_number(number)
+        zones = _ZONES[key] = (
+            zone_for(by_prefix_zones, number_region, account_zone), zone_for(by_country_zones, number_region, account_zone),
+        )
+    by_prefix, by_country = zones
+    if by_prefix == by_country:
+        return by_prefix
+    geographical = phonenumbers.is_number_type_geographical(phonenumbers.number_type(number), number.country_code)
+    return by_prefix if geographical else by_country

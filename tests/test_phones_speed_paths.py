@@ -1,0 +1,119 @@
+"""The phone module's shortcuts (cells that need no cleaning, the cached time-zone choice) give every
+number exactly what the full check gives: the same E.164 number and zone, or the same refusal."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Any
+
+import phonenumbers
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from phonenumbers import timezone as phone_zones
+
+from tasks.phones import subscriber
+from tasks.windows import zone_for
+
+
+def full_check(value: Any, region: str, account_zone: str, prefix: str | None = None) -> tuple[str, str]:
+    """tasks.phones.subscriber as it was before its shortcuts: every cell cleaned, is_valid_number and
+    time_zones_for_number asked for every number."""
+    if isinstance(value, bool):
+        raise ValueError("is a true/false cell, not a phone number")  # noqa: TRY004 (a bad cell, refused like any other)
+    if isinstance(value, int):
+        value = str(value)
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError(f"{value!r} is not a phone number")
+        value = str(int(value))
+    text = "".join(c for c in str(value) if unicodedata.category(c) not in ("Zs", "Cf", "Cc"))
+    if text.lower().startswith("tel:"):
+        text = text[4:]
+    text = re.sub(r"(?:ext\.?|x|доб\.?|#)\d+$", "", text, flags=re.IGNORECASE)
+    scientific = re.fullmatch(r"(\d)(?:[.,](\d+))?[eE]\+?(\d+)", text)
+    if scientific:
+        whole, decimals, exponent = scientific.group(1), scientific.group(2) or "", int(scientific.group(3))
+        if len(decimals) > exponent:
+            raise ValueError(f"{text} is not a whole number")
+        if len(decimals) < exponent:
+            raise ValueError(
+                "was rounded by Excel (scientific notation lost its last digits); format the column as Text and type the full number"
+            )
+        text = whole + decimals
+    elif re.fullmatch(r"\d+\.0+", text):
+        text = text.split(".", 1)[0]
+    else:
+        text = re.sub(r"[()\-./]", "", text)
+    if re.search(r"[^\d+]", text):
+        raise ValueError("contains letters or symbols; write the number in digits")
+    if prefix and not text.startswith("+"):
+        text = "+" + prefix.strip().lstrip("+") + text.lstrip("0")
+    if region == "RU" and len(text) == 11 and text.startswith("8"):
+        text = "+7" + text[1:]
+    elif re.fullmatch(r"\d{11,15}", text):
+        text = "+" + text
+    number = phonenumbers.parse(text, region)
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number")
+    zone = zone_for(phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zone
+
+
+def outcome(check: Any, *args: Any) -> tuple[str, Any]:
+    try:
+        return "accepted", check(*args)
+    except (ValueError, phonenumbers.NumberParseException) as exc:
+        return type(exc).__name__, str(exc)
+
+
+def example_numbers() -> list[str]:
+    """phonenumbers' example number of every type in every region and for every non-geographic code."""
+    numbers = set()
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in phonenumbers.PhoneNumberType.values():
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                numbers.add(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        example = phonenumbers.example_number_for_non_geo_entity(code)
+        if example is not None:
+            numbers.add(phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164))
+    return sorted(numbers)
+
+
+def spellings(e164: str) -> list[Any]:
+    """The number as cells hold it, and near misses a digit longer, shorter or different."""
+    digits = e164[1:]
+    changed = digits[:-1] + str((int(digits[-1]) + 1) % 10)
+    return [e164, digits, int(digits), float(digits), f"+{digits[:-1]}", f"+{digits}0", f"+{changed}", f"+{digits[:3]} {digits[3:]}"]
+
+
+EXAMPLES = example_numbers()
+
+
+@pytest.mark.parametrize(("region", "account_zone"), [("RU", "Europe/Moscow"), ("US", "America/Chicago"), ("DE", "Asia/Tokyo")])
+def test_every_country_and_number_type_gets_the_full_checks_number_and_zone(region: str, account_zone: str) -> None:
+    assert len(EXAMPLES) > 1000
+    for e164 in EXAMPLES:
+        for cell in spellings(e164):
+            assert outcome(subscriber, cell, region, account_zone) == outcome(full_check, cell, region, account_zone), cell
+
+
+def test_national_numbers_with_a_prefix_column_get_the_full_checks_result() -> None:
+    for cell, prefix in [("2125551234", "+1"), ("02125551234", "1"), ("9161234567", "7"), ("3012345678", "+49"), ("612345678", "+34")]:
+        assert outcome(subscriber, cell, "RU", "Europe/Moscow", prefix) == outcome(full_check, cell, "RU", "Europe/Moscow", prefix)
+
+
+digit_strings = st.text(alphabet="0123456789", min_size=1, max_size=17)
+
+
+@given(st.sampled_from(["", "+", "+7", "7", "8", "+1", "+49", "+86", "+380"]), digit_strings, st.sampled_from(["RU", "US", "KZ"]))
+def test_any_digits_get_the_full_checks_result(head: str, tail: str, region: str) -> None:
+    cell = head + tail
+    assert outcome(subscriber, cell, region, "Europe/Moscow") == outcome(full_check, cell, region, "Europe/Moscow")
+
+
+@given(st.text(alphabet="0123456789+ -()./exEtTl:#\u00a0\u200e٣", max_size=20))
+def test_any_spreadsheet_spelling_gets_the_full_checks_result(cell: str) -> None:
+    assert outcome(subscriber, cell, "RU", "Europe/Moscow") == outcome(full_check, cell, "RU", "Europe/Moscow")
