@@ -22,8 +22,9 @@ class NotificationTaskParams(BaseModel):
     )
     name: str | None = Field(default=None, description="Task name shown in the task list; defaults to the file name.")
     windows: list[str] = Field(
-        default=["09:00-20:00"],
-        description='Time limiter: sending windows in the subscriber\'s local time, "HH:MM-HH:MM" each (24:00 ends a day).',
+        default=[],
+        description='Time limiter: sending windows in the subscriber\'s local time, "HH:MM-HH:MM" each (24:00 ends a day). '
+                    "Empty: each row's allowed time ranges, else its template's windows, else 09:00-20:00.",
     )
     channels: list[Channel] = Field(
         default=[Channel.SMS],

@@ -14,6 +14,16 @@ DEFAULT_PRICES = {
     "chat": Decimal("0.50"),
 }
 
+# The zone used when a number maps to several (a Russian mobile number maps to eleven): the zone
+# most of the country's subscribers live in. A country not listed uses the account's zone.
+DEFAULT_COUNTRY_ZONES = {
+    "RU": "Europe/Moscow", "KZ": "Asia/Almaty", "US": "America/New_York", "CA": "America/Toronto",
+    "BR": "America/Sao_Paulo", "MX": "America/Mexico_City", "AU": "Australia/Sydney", "ID": "Asia/Jakarta",
+    "UA": "Europe/Kyiv", "ES": "Europe/Madrid", "PT": "Europe/Lisbon", "AR": "America/Argentina/Buenos_Aires",
+    "CL": "America/Santiago", "CD": "Africa/Kinshasa", "MN": "Asia/Ulaanbaatar", "NZ": "Pacific/Auckland",
+    "GB": "Europe/London", "GG": "Europe/London", "JE": "Europe/London", "IM": "Europe/London",
+}
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="NOTIFLOW_", extra="ignore")
@@ -22,6 +32,10 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file under `home`.")
     default_region: str = "RU"
     timezone: str = "Europe/Moscow"
+    # Country → zone for numbers that map to several zones (NOTIFLOW_COUNTRY_ZONES, JSON).
+    country_zones: dict[str, str] = Field(default_factory=lambda: dict(DEFAULT_COUNTRY_ZONES))
+    # With strict local time a message goes out only when its window holds in every zone its number may be in.
+    strict_local_time: bool = False
     sandbox_url: str = "http://127.0.0.1:8765"
     api_url: str = "http://127.0.0.1:8000"
     # Where recipients reach the API's short-link redirects; empty means api_url.

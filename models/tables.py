@@ -122,6 +122,14 @@ class Message(SQLModel, table=True):
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
     unique_message_id: str | None = Field(default=None, sa_column=Column(Text))
+    # Scheduling inputs from the row: earliest send time (send at / start date + time), its own
+    # windows (allowed time ranges), and every zone the number may be in (strict local time).
+    not_before: datetime | None = _ts()
+    # Space-separated "HH:MM:SS-HH:MM:SS" windows and zones: plain text, so messages can be grouped by them.
+    windows: str | None = Field(default=None, sa_column=Column(Text))
+    time_zones: str | None = Field(default=None, sa_column=Column(Text))
+    # When the window scheduled_at lies in closes: a message not handed over by then waits for the next.
+    window_ends_at: datetime | None = _ts()
     # The row's other columns of the full param list, parsed to their types; secrets are never stored.
     params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the

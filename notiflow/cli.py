@@ -44,9 +44,10 @@ def run(
 
     if not file.is_file():
         raise NotiflowError(f"task file {str(file)!r} does not exist")
-    windows = window or ["09:00-20:00"]
+    windows = window or []
     try:
-        parse_windows(windows)
+        if windows:
+            parse_windows(windows)
     except ValueError as exc:
         raise NotiflowError(f"--window: {exc}") from exc
     params = NotificationTaskParams(task_file=str(file.resolve()), name=name, windows=windows, dry_run=dry_run)
@@ -84,7 +85,7 @@ def check(
 
             moment = moment.replace(tzinfo=ZoneInfo(get_settings().timezone))
     try:
-        result = check_file(file, now=moment, windows=window or ["09:00-20:00"])
+        result = check_file(file, now=moment, windows=window or ())
     except ValueError as exc:
         raise NotiflowError(str(exc)) from exc
     if as_json:

@@ -14,20 +14,24 @@ from tasks.parse import read_task_file
 from tasks.segment import count
 from tasks.templates import directory
 from tasks.validate import Columns, ValidRow, keep_first_unique, validate_rows
-from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
+from tasks.schedule import Planner
+from tasks.windows import NoWindow, parse_windows
 
 
 def check_file(
     path: str | Path,
     *,
     now: datetime | None = None,
-    windows: Sequence[str] = DEFAULT_WINDOWS,
+    windows: Sequence[str] = (),
     channel: Channel = Channel.SMS,
 ) -> dict[str, Any]:
     """The plan for every row, in `notiflow check --json`'s shape (a stable contract)."""
     settings = get_settings()
     now = (now or datetime.now(UTC)).astimezone(UTC)
-    parsed_windows = parse_windows(windows)
+    if windows:
+        parse_windows(windows)
+    templates = directory()
+    planner = Planner(tuple(windows), {t.id: t.windows for t in templates.templates.values()}, settings.strict_local_time)
     task_file = read_task_file(path)
     columns = Columns.from_header(task_file.header)
     rows: list[dict[str, Any]] = []
@@ -35,19 +39,28 @@ def check_file(
     fees: dict[str, float] = {}
     for result in keep_first_unique(validate_rows(
         task_file.rows, columns, region=settings.default_region, account_zone=settings.timezone,
-        default_channel=channel, default_sender=settings.sms_sender, directory=directory(),
+        default_channel=channel, default_sender=settings.sms_sender, directory=templates,
     )):
         if isinstance(result, ValidRow):
             accepted += 1
             text, _links = sent_text(result, smart=settings.smart_encoding, link_base=settings.public_url or settings.api_url)
             encoding, units, parts = count(text)
-            send_at = next_send_time(now, parsed_windows, result.time_zone)
+            windows = " ".join(result.windows) if result.windows else None
+            candidates = " ".join(result.time_zones) if len(result.time_zones) > 1 else None
+            try:
+                slot = planner.slot(now, result.time_zone, candidates, windows, result.template_id, result.not_before)
+            except NoWindow as exc:
+                scheduled_at = expires_at = None
+                never_sent: str | None = str(exc)
+            else:
+                scheduled_at, never_sent = _iso(slot.start), None
+                expires_at = _iso(slot.start + timedelta(minutes=result.validity_period))
             price = fee(result.channel, parts, settings.prices)
             fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(price)
             rows.append({
                 "row": result.row, "accepted": True, "phone": result.recipient, "recipient": result.recipient, "channel": result.channel.value,
                 "encoding": encoding, "parts": parts, "units": units, "fee": str(price), "time_zone": result.time_zone,
-                "scheduled_at": _iso(send_at), "expires_at": _iso(send_at + timedelta(minutes=result.validity_period)),
+                "scheduled_at": scheduled_at, "expires_at": expires_at, **({"never_sent": never_sent} if never_sent else {}),
                 "unique_message_id": result.unique_message_id, "params": result.params, "errors": [],
             })
         else:

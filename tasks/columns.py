@@ -194,7 +194,7 @@ def start_time(value: Any) -> str:
 
 _SEND_AT_FORMATS = (
     "%y-%m-%d %H:%M:%S", "%y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S",
-    "%Y-%m-%dT%H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%y-%m-%d %H-%M-%S", "%Y-%m-%d %H-%M-%S",
+    "%Y-%m-%dT%H:%M", "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%y-%m-%d %H-%M-%S", "%Y-%m-%d %H-%M-%S", "%y-%m-%d",
 )
 
 
@@ -203,6 +203,8 @@ def send_at(value: Any) -> str:
     DD.MM.YYYY HH:MM[:SS] or an Excel date-time cell. Without an offset it is local time."""
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, date):
+        return datetime.combine(value, time(0)).isoformat()
     raw = _text(value)
     for pattern in _SEND_AT_FORMATS:
         try:
@@ -213,8 +215,6 @@ def send_at(value: Any) -> str:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"{_quote(value)} is not a date and time; write YY-MM-DD HH:MM:SS, e.g. 26-12-01 10:30:00") from None
-    if parsed.time() == time(0) and len(raw) <= 10:
-        raise ValueError(f"{_quote(value)} has no time of day; write YY-MM-DD HH:MM:SS, e.g. 26-12-01 10:30:00")
     return parsed.isoformat()
 
 
@@ -229,6 +229,29 @@ def _time_of_day(raw: Any) -> time:
     if raw in ("24:00", "24:00:00"):
         return time.max
     raise ValueError(f"{raw!r} is not a time like \"09:00:00\"")
+
+
+def allowed_time_ranges(value: Any) -> list[str]:
+    """JSON list of ["HH:MM:SS", "HH:MM:SS"] pairs, also one bare pair and the spec's brace form
+    {"09:30:00", "12:00:00"}; returned as the task limiter's "HH:MM:SS-HH:MM:SS" windows."""
+    raw = _text(value)
+    if "{" in raw and not _is_json(raw):
+        raw = raw.replace("{", "[").replace("}", "]")
+        if not raw.lstrip().startswith("[["):
+            raw = f"[{raw}]"
+    ranges = json_value(list, example='[["09:00:00", "20:00:00"]]')(raw)
+    if len(ranges) == 2 and all(isinstance(r, str) for r in ranges):
+        ranges = [ranges]
+    _check_time_ranges(ranges)
+    return [f"{start}-{'24:00' if end in ('24:00', '24:00:00') else end}" for start, end in ranges]
+
+
+def _is_json(raw: str) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_time_ranges(ranges: list[Any]) -> None:
@@ -385,8 +408,7 @@ def _columns() -> tuple[Column, ...]:
         Column("start time", timing, start_time, "HH-MM-SS (also an Excel time)", None),
         Column("send at", timing, send_at, "date-time: YY-MM-DD HH:MM:SS, YYYY-MM-DD HH:MM, ISO 8601 or an Excel date-time", None),
         Column("validity period", timing, integer(1, 2880, " minutes"), "minutes, integer 1–2880; afterwards the message is EXPIRED", 1440),
-        Column("allowed time ranges", timing,
-               json_value(list, example='[["09:00:00", "20:00:00"]]', check=_check_time_ranges),
+        Column("allowed time ranges", timing, allowed_time_ranges,
                'JSON list of ["HH:MM:SS", "HH:MM:SS"] ranges in the subscriber\'s local time, not overlapping; default 09:00:00–20:00:00',
                '[["09:00:00", "13:00:00"], ["14:00:00", "20:00:00"]]'),
         Column("timeout", timing, integer(1000, 60000, " ms"), "provider request timeout in ms, 1000–60000", None),

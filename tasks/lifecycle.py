@@ -16,7 +16,7 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import TaskState
 from models.tables import NotificationTask, utcnow
-from tasks.windows import DEFAULT_WINDOWS, parse_windows
+from tasks.windows import parse_windows
 
 
 @task(name="open notification task", cache_policy=NO_CACHE)
@@ -43,9 +43,10 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
             assert existing.id is not None
             return existing.id
 
-    windows = params.windows or list(DEFAULT_WINDOWS)
+    windows = list(params.windows)
     try:
-        parse_windows(windows)
+        if windows:
+            parse_windows(windows)
     except ValueError as exc:
         raise TaskFileError(f"time limiter: {exc}") from exc
     uid = uuid.uuid4().hex

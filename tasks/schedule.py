@@ -1,19 +1,39 @@
-"""Schedule per window: give every new message its send time and expiry in the subscriber's local time."""
+"""Schedule per window: give every message its send time, window end and expiry in the subscriber's local time.
+
+The rules (README, "Scheduling"):
+- earliest send time = the latest of now, `send at`, `start date` + `start time` (validation resolves
+  these to `not_before`, a time without an offset being the account's);
+- windows = the row's `allowed time ranges`, else the task's time limiter, else the template's
+  sending windows, else 09:00–20:00, in the subscriber's local time (every candidate zone of the
+  number with strict local time);
+- scheduled_at = the first instant at or after the earliest send time inside a window;
+  expires_at = scheduled_at + validity period; window_ends_at = when that window closes;
+- a message not handed to a provider before its window closes waits for the next window, or
+  becomes EXPIRED if its validity period ends first.
+Messages are moved in groups that share every input, so a million rows are a handful of UPDATEs.
+"""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import and_, select
+from sqlalchemy import ColumnElement, and_, select
+from sqlmodel import Session
 
 from models.db import session_scope
 from models.history import transition
+from models.settings import get_settings
 from models.status import MessageStatus
-from models.tables import Message, NotificationTask, utcnow
-from tasks.windows import DEFAULT_WINDOWS, next_send_time, parse_windows
+from models.tables import Message, NotificationTask, Template, utcnow
+from tasks.windows import DEFAULT_WINDOWS, NoWindow, Slot, Window, next_slot, parse_windows
+
+UNSENT_DUE = (MessageStatus.QUEUED.value, MessageStatus.DELAYED.value)
+_GROUP = (Message.time_zone, Message.time_zones, Message.windows, Message.template_id, Message.not_before)
 
 
 @dataclass(frozen=True)
@@ -23,63 +43,123 @@ class ScheduleResult:
     expired: int = 0
 
 
+@dataclass(frozen=True)
+class Planner:
+    """Where a message's windows come from, and in which zones they must hold."""
+
+    limiter: tuple[str, ...]
+    template_windows: Mapping[int, Sequence[str]]
+    strict: bool = False
+
+    def windows(self, own: str | None, template_id: int | None) -> list[Window]:
+        """The row's windows, else the task's time limiter, else the template's, else 09:00–20:00."""
+        if own:
+            return parse_windows(own.split())
+        if self.limiter:
+            return parse_windows(self.limiter)
+        if template_id is not None and self.template_windows.get(template_id):
+            return parse_windows(self.template_windows[template_id])
+        return parse_windows(DEFAULT_WINDOWS)
+
+    def zones(self, zone: str, candidates: str | None) -> list[str]:
+        return candidates.split() if self.strict and candidates else [zone]
+
+    def slot(self, now: datetime, zone: str, candidates: str | None, own: str | None, template_id: int | None,
+             not_before: datetime | None) -> Slot:
+        earliest = max(now, not_before) if not_before is not None else now
+        return next_slot(earliest, self.windows(own, template_id), self.zones(zone, candidates))
+
+
+def planner_for(session: Session, task_id: int) -> Planner:
+    notification_task = session.get(NotificationTask, task_id)
+    assert notification_task is not None, f"notification task {task_id} does not exist"
+    used = select(Message.template_id).where(Message.task_id == task_id, Message.template_id.is_not(None)).distinct()
+    template_windows = {tid: list(w) for tid, w in session.execute(select(Template.id, Template.windows).where(Template.id.in_(used)))}
+    return Planner(tuple(notification_task.windows or ()), template_windows, get_settings().strict_local_time)
+
+
 @task(name="schedule per window", cache_policy=NO_CACHE)
 def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
     """CREATED messages become QUEUED (due now) or DELAYED (their window opens later); so do PAUSED ones
-    on resume, keeping their expiry: one whose validity ran out while paused becomes EXPIRED."""
+    on resume, keeping their expiry; due messages whose window closed unsent wait for the next one."""
     now = now or utcnow()
-    queued = delayed = 0
     with session_scope() as session:
-        notification_task = session.get(NotificationTask, task_id)
-        assert notification_task is not None, f"notification task {task_id} does not exist"
-        windows = parse_windows(notification_task.windows or list(DEFAULT_WINDOWS))
-        groups = session.execute(
-            select(Message.time_zone, Message.validity_period)
-            .where(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value)
-            .distinct()
-        ).all()
-        for zone, validity in groups:
-            send_at = next_send_time(now, windows, zone)
-            due = send_at <= now
-            status = MessageStatus.QUEUED if due else MessageStatus.DELAYED
-            description = "waiting in queue" if due else f"waiting for its window, {send_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time"
-            moved = transition(
-                session,
-                and_(
-                    Message.task_id == task_id,
-                    Message.status == MessageStatus.CREATED.value,
-                    Message.time_zone == zone,
-                    Message.validity_period == validity,
-                ),
-                status,
-                description,
-                "schedule",
-                scheduled_at=send_at,
-                expires_at=send_at + timedelta(minutes=validity),
-            )
-            if due:
-                queued += moved
-            else:
-                delayed += moved
-        expired = 0
-        paused = and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value)
-        for (zone,) in session.execute(select(Message.time_zone).where(paused).distinct()).all():
-            send_at = next_send_time(now, windows, zone)
-            in_zone = and_(paused, Message.time_zone == zone)
-            expired += transition(
-                session, and_(in_zone, Message.expires_at <= send_at), MessageStatus.EXPIRED,
-                "validity period ran out while the task was paused", "schedule",
-            )
-            due = send_at <= now
-            moved = transition(
-                session, in_zone,
-                MessageStatus.QUEUED if due else MessageStatus.DELAYED,
-                "waiting in queue" if due else f"waiting for its window, {send_at.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time",
-                "schedule", scheduled_at=send_at,
-            )
-            if due:
-                queued += moved
-            else:
-                delayed += moved
+        planner = planner_for(session, task_id)
+        created = and_(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value)
+        queued, delayed, expired = _schedule_created(session, planner, created, now)
+        q, d, e = _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value),
+                              now, "validity period ran out while the task was paused")
+        queued, delayed, expired = queued + q, delayed + d, expired + e
+        expired += reschedule_closed(session, planner, task_id, now)
     return ScheduleResult(queued=queued, delayed=delayed, expired=expired)
 
+
+def reschedule_closed(session: Session, planner: Planner, task_id: int, now: datetime) -> int:
+    """Messages due but not handed over whose window has closed wait for the next window (DELAYED),
+    or end EXPIRED when their validity period runs out first; returns how many expired."""
+    closed = and_(
+        Message.task_id == task_id, Message.status.in_(UNSENT_DUE), Message.handed_at.is_(None),
+        Message.provider_message_id.is_(None), Message.window_ends_at <= now,
+    )
+    _q, _d, expired = _reschedule(session, planner, closed, now,
+                                  "its window closed before it was sent and its validity period ends before the next window opens")
+    return expired
+
+
+def _schedule_created(session: Session, planner: Planner, created: ColumnElement[bool], now: datetime) -> tuple[int, int, int]:
+    queued = delayed = expired = 0
+    for group in session.execute(select(*_GROUP, Message.validity_period).where(created).distinct()).all():
+        *inputs, validity = group
+        in_group = and_(created, _same(inputs), Message.validity_period == validity)
+        try:
+            slot = planner.slot(now, *inputs)
+        except NoWindow as exc:
+            expired += transition(session, in_group, MessageStatus.EXPIRED, f"never sent: {exc}", "schedule")
+            continue
+        due = slot.start <= now
+        moved = transition(
+            session, in_group, MessageStatus.QUEUED if due else MessageStatus.DELAYED, _waiting(slot, inputs[0], due), "schedule",
+            scheduled_at=slot.start, window_ends_at=slot.end, expires_at=slot.start + timedelta(minutes=validity),
+        )
+        if due:
+            queued += moved
+        else:
+            delayed += moved
+    return queued, delayed, expired
+
+
+def _reschedule(session: Session, planner: Planner, condition: ColumnElement[bool], now: datetime, expiry_reason: str) -> tuple[int, int, int]:
+    """Give held or late messages their next slot, keeping their expiry."""
+    queued = delayed = expired = 0
+    for inputs in session.execute(select(*_GROUP).where(condition).distinct()).all():
+        in_group = and_(condition, _same(inputs))
+        try:
+            slot = planner.slot(now, *inputs)
+        except NoWindow as exc:
+            expired += transition(session, in_group, MessageStatus.EXPIRED, f"never sent: {exc}", "schedule")
+            continue
+        expired += transition(session, and_(in_group, Message.expires_at <= slot.start), MessageStatus.EXPIRED, expiry_reason, "schedule")
+        due = slot.start <= now
+        moved = transition(
+            session, in_group, MessageStatus.QUEUED if due else MessageStatus.DELAYED, _waiting(slot, inputs[0], due), "schedule",
+            scheduled_at=slot.start, window_ends_at=slot.end,
+        )
+        if due:
+            queued += moved
+        else:
+            delayed += moved
+    return queued, delayed, expired
+
+
+def _same(inputs: Sequence[Any]) -> ColumnElement[bool]:
+    """Messages whose scheduling inputs are exactly these (NULL matching NULL)."""
+    return and_(*(column.is_(None) if value is None else column == value for column, value in zip(_GROUP, inputs)))
+
+
+def _waiting(slot: Slot, zone: str, due: bool) -> str:
+    if due:
+        return "waiting in queue"
+    return f"waiting for its window, {slot.start.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time"
+
+
+__all__ = ["Planner", "ScheduleResult", "planner_for", "reschedule_closed", "schedule"]

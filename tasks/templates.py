@@ -131,7 +131,7 @@ def directory() -> Directory:
     """Every stored template and registered sender, as row validation needs them."""
     with session_scope() as session:
         templates = {
-            t.id: TemplateView(id=t.id, name=t.name, channels={c["channel"]: c for c in t.channels})
+            t.id: TemplateView(id=t.id, name=t.name, channels={c["channel"]: c for c in t.channels}, windows=tuple(t.windows))
             for t in session.scalars(select(Template))
             if t.id is not None
         }

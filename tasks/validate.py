@@ -8,7 +8,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import phonenumbers
 
@@ -32,7 +34,7 @@ from tasks.phones import subscriber
 CORE = frozenset({
     "phone", "messenger user id", "prefix", "email", "push registration id", "chat id", "text", "channel", "channels",
     "from", "external id", "bulk id", "group id", "flow id", "variables", "validity period", "template id",
-    "use short links", "unique message id",
+    "use short links", "unique message id", "allowed time ranges",
 })
 # Channels whose recipient is a phone number; the others name an address, a device or a chat.
 PHONE_CHANNELS = frozenset({Channel.SMS, Channel.VK, Channel.OK}) | MESSENGERS
@@ -63,6 +65,7 @@ class TemplateView:
     id: int
     name: str
     channels: dict[str, dict[str, Any]]
+    windows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,11 @@ class ValidRow:
     template_name: str | None = None
     use_short_links: bool = False
     unique_message_id: str | None = None
+    # Earliest send time from `send at` / `start date` + `start time` (UTC), and the row's own windows.
+    not_before: datetime | None = None
+    windows: list[str] | None = None
+    # Every zone the number may be in, when there are several (used with strict local time).
+    time_zones: tuple[str, ...] = ()
     # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
     params: dict[str, Any] = field(default_factory=dict)
 
@@ -276,8 +284,23 @@ def _validate_row(
         template_name=template.name if template else values.get("template name"),
         use_short_links=bool(values.get("use short links")),
         unique_message_id=values.get("unique message id"),
+        not_before=_not_before(values, account_zone),
+        windows=values.get("allowed time ranges"),
         params=params,
     )
+
+
+def _not_before(values: dict[str, Any], account_zone: str) -> datetime | None:
+    """The latest of `send at` and `start date` + `start time`; a time without an offset is the account's."""
+    zone = ZoneInfo(account_zone)
+    moments = []
+    if "send at" in values:
+        moments.append(datetime.fromisoformat(values["send at"]))
+    if "start date" in values or "start time" in values:
+        day = date.fromisoformat(values["start date"]) if "start date" in values else datetime.now(zone).date()
+        moments.append(datetime.combine(day, time.fromisoformat(values.get("start time", "00:00:00"))))
+    aware = [m if m.tzinfo is not None else m.replace(tzinfo=zone) for m in moments]
+    return max(aware).astimezone(UTC) if aware else None
 
 
 def _code(name: str) -> str:

@@ -2,28 +2,16 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from models.settings import DEFAULT_COUNTRY_ZONES
+
 DEFAULT_WINDOWS = ("09:00-20:00",)
 
-# The zone used when a number maps to several (a Russian mobile number maps to eleven): the zone
-# most of the country's subscribers live in. A country not listed uses the account's zone.
-COUNTRY_ZONES = {
-    "RU": "Europe/Moscow",
-    "KZ": "Asia/Almaty",
-    "US": "America/New_York",
-    "CA": "America/Toronto",
-    "BR": "America/Sao_Paulo",
-    "MX": "America/Mexico_City",
-    "AU": "Australia/Sydney",
-    "ID": "Asia/Jakarta",
-    "UA": "Europe/Kyiv",
-    "ES": "Europe/Madrid",
-    "PT": "Europe/Lisbon",
-}
+COUNTRY_ZONES = DEFAULT_COUNTRY_ZONES
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*-\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
@@ -36,8 +24,12 @@ class Window:
     end: time | None
 
     def __str__(self) -> str:
-        end = "24:00" if self.end is None else self.end.strftime("%H:%M")
-        return f"{self.start.strftime('%H:%M')}-{end}"
+        end = "24:00" if self.end is None else _clock(self.end)
+        return f"{_clock(self.start)}-{end}"
+
+
+def _clock(moment: time) -> str:
+    return moment.strftime("%H:%M:%S" if moment.second else "%H:%M")
 
 
 def parse_windows(texts: Sequence[str]) -> list[Window]:
@@ -64,28 +56,85 @@ def parse_windows(texts: Sequence[str]) -> list[Window]:
     return windows
 
 
-def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str) -> str:
+def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str,
+             country_zones: Mapping[str, str] = COUNTRY_ZONES) -> str:
     """The subscriber's zone from the zones phonenumbers gives for the number."""
     usable = [z for z in time_zones if z != "Etc/Unknown"]
     if len(usable) == 1:
         return usable[0]
-    return COUNTRY_ZONES.get(region or "", account_zone)
+    return country_zones.get(region or "", account_zone)
 
 
-def _local(day: date, at: time, zone: ZoneInfo) -> datetime:
-    # Round-tripping through UTC moves a wall time that falls in a DST gap to the real instant after it.
-    return datetime.combine(day, at, zone).astimezone(UTC)
+class NoWindow(ValueError):
+    """No instant lies inside the windows in every one of the zones (strict local time)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """An instant a message may go out at, and when the window it lies in closes (both UTC)."""
+
+    start: datetime
+    end: datetime
+
+
+def wall_instant(day: date, at: time, zone: ZoneInfo) -> datetime:
+    """The first instant of `day` whose wall-clock time in `zone` is `at` or later, in UTC.
+
+    Usually the wall time itself; in a DST gap (02:30 on a spring-forward day does not exist) it is
+    the moment the clocks jump, the first instant at or after that wall time. In a DST overlap it is
+    the first occurrence.
+    """
+    first = datetime.combine(day, at, zone).astimezone(UTC)
+    if first.astimezone(zone).replace(tzinfo=None) == datetime.combine(day, at):
+        return first
+    # In a gap: search between the instant the wall time maps to under each offset.
+    low = datetime.combine(day, at, zone).replace(fold=1).astimezone(UTC)
+    low, high = min(low, first), max(low, first)
+    target = datetime.combine(day, at)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).replace(tzinfo=None) >= target:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def _slot_in_zone(earliest: datetime, windows: Sequence[Window], zone: ZoneInfo) -> Slot:
+    local_day = earliest.astimezone(zone).date()
+    for offset in range(-1, 3):
+        day = local_day + timedelta(days=offset)
+        for window in windows:
+            start = wall_instant(day, window.start, zone)
+            end = wall_instant(day + timedelta(days=1), time(0), zone) if window.end is None else wall_instant(day, window.end, zone)
+            if earliest < end and start < end:
+                return Slot(max(earliest, start), end)
+    raise AssertionError("a day always has a window")  # parse_windows refuses an empty list
+
+
+def next_slot(earliest: datetime, windows: Sequence[Window], zones: Sequence[str]) -> Slot:
+    """The first instant at or after `earliest` (aware) inside a window in every one of `zones`,
+    with the moment the first of those windows closes; NoWindow if none within a week."""
+    infos = [ZoneInfo(z) for z in zones]
+    moment = earliest.astimezone(UTC)
+    limit = moment + timedelta(days=8)
+    while moment < limit:
+        slots = [_slot_in_zone(moment, windows, zone) for zone in infos]
+        start = max(s.start for s in slots)
+        if start == moment:
+            return Slot(moment, min(s.end for s in slots))
+        moment = start
+    raise NoWindow(f"no moment lies inside the windows ({', '.join(map(str, windows))}) in every one of the zones {', '.join(zones)}")
 
 
 def next_send_time(earliest: datetime, windows: Sequence[Window], zone: str) -> datetime:
     """The first instant at or after `earliest` (aware) that lies inside one of the windows, in UTC."""
-    tz = ZoneInfo(zone)
-    local_day = earliest.astimezone(tz).date()
-    for offset in range(3):
-        day = local_day + timedelta(days=offset)
-        for window in windows:
-            start = _local(day, window.start, tz)
-            end = _local(day + timedelta(days=1), time(0), tz) if window.end is None else _local(day, window.end, tz)
-            if earliest < end:
-                return max(earliest, start).astimezone(UTC)
-    raise AssertionError("a day always has a window")  # parse_windows refuses an empty list
+    return next_slot(earliest, windows, [zone]).start
+
+
+def ranges_to_windows(ranges: Sequence[Sequence[str]]) -> list[str]:
+    """The spec's `allowed time ranges` ([["09:00:00", "20:00:00"], ...]) in the task limiter's
+    "HH:MM:SS-HH:MM:SS" form, checked by parse_windows."""
+    texts = [f"{start}-{end}" for start, end in ranges]
+    parse_windows(texts)
+    return texts

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +173,12 @@ def test_params_keep_typed_values_hide_secrets_and_mask_the_card() -> None:
     assert isinstance(result, ValidRow)
     assert result.params == {
         "priority": "high", "count": 10, "send at": "2026-12-01T10:30:00", "start date": "2026-12-02", "start time": "09:15:00",
-        "allowed time ranges": [["10:00", "12:00"]], "callback url": "https://example.com/cb",
+        "callback url": "https://example.com/cb",
         "payment data": {"card_number": "**** 1234", "transaction_id": "t-1"}, "force send": True,
         "attachments": ["photo-1_2", "doc3_4"], "language": "ru",
     }
+    assert result.windows == ["10:00-12:00"]
+    assert result.not_before == datetime(2026, 12, 2, 6, 15, tzinfo=UTC)  # start date + time, later than send at, Moscow time
     assert "hunter2" not in json.dumps(result.params) and "s3cr3t" not in json.dumps(result.params)
 
 
