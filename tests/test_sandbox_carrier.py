@@ -14,6 +14,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from models.status import Channel
 from providers.sandbox.carrier import UNDELIVERED_REASONS
 from providers.sandbox.config import CONFIG_ENV_VAR, CarrierConfig
 from tests.sandbox_fixtures import (
@@ -105,6 +106,104 @@ def test_invalid_recipient_gets_an_error_instead_of_an_id(carrier: RunningCarrie
     assert "id" not in result
     assert result["error"].startswith("invalid recipient: ")
     assert carrier.stats()["rejected"] == 1
+
+
+# One valid recipient per channel, as the task file's columns give them.
+RECIPIENTS = {
+    "sms": "+4915112345678",
+    "viber": "+79161234567",
+    "whatsapp": "+79161234567",
+    "telegram": "+79161234567",
+    "vk": "+79161234567",
+    "ok": "+79161234567",
+    "email": "anna@example.com",
+    "push": "fcm:dGVzdC10b2tlbg",
+    "chat": "chat-1001",
+}
+
+
+def message(ref: str, channel: str, to: str | None = None) -> dict[str, Any]:
+    return {"ref": ref, "to": RECIPIENTS[channel] if to is None else to, "sender": "notiflow", "text": f"hi {ref}", "channel": channel}
+
+
+def test_every_channel_of_the_spec_is_accepted() -> None:
+    assert set(RECIPIENTS) == {channel.value for channel in Channel}
+
+
+@pytest.mark.parametrize("channel", sorted(RECIPIENTS))
+def test_message_on_any_channel_is_accepted_listed_with_its_channel_and_settles(carrier: RunningCarrier, channel: str) -> None:
+    [result] = send(carrier, [message(f"{channel}-1", channel)]).json()["results"]
+
+    assert result["id"].startswith("sbx-") and result["status"] == "QUEUED" and result["duplicate"] is False
+    [listed] = carrier.http.get("/messages").json()["messages"]
+    assert (listed["ref"], listed["channel"], listed["to"]) == (f"{channel}-1", channel, RECIPIENTS[channel])
+    assert final_statuses(carrier, [result["id"]])[0]["status"] in FINAL
+
+
+def test_message_without_a_channel_is_sms(carrier: RunningCarrier) -> None:
+    plain = {key: value for key, value in sms("plain").items() if key != "channel"}
+
+    send(carrier, [plain])
+
+    assert [m["channel"] for m in carrier.http.get("/messages").json()["messages"]] == ["sms"]
+
+
+def test_one_batch_may_mix_channels(carrier: RunningCarrier) -> None:
+    results = send(carrier, [message(f"m-{c}", c) for c in RECIPIENTS]).json()["results"]
+
+    assert all("id" in r for r in results)
+    listed = {m["ref"]: m["channel"] for m in carrier.http.get("/messages").json()["messages"]}
+    assert listed == {f"m-{c}": c for c in RECIPIENTS}
+
+
+def test_unknown_channel_refuses_the_request_with_422(carrier: RunningCarrier) -> None:
+    assert send(carrier, [message("f", "sms") | {"channel": "fax"}]).status_code == 422
+    assert carrier.stats()["accepted"] == 0
+
+
+def test_a_ref_sent_again_on_another_channel_is_still_a_duplicate(carrier: RunningCarrier) -> None:
+    first = send(carrier, [message("once", "sms")]).json()["results"][0]
+
+    again = send(carrier, [message("once", "viber")]).json()["results"][0]
+
+    assert (again["id"], again["duplicate"]) == (first["id"], True)
+    assert [m["channel"] for m in carrier.http.get("/messages").json()["messages"]] == ["sms"]
+
+
+@pytest.mark.parametrize(
+    ("channel", "to", "says"),
+    [
+        *[(c, "anna@example.com", "a phone number") for c in ("sms", "viber", "whatsapp", "telegram", "vk", "ok")],
+        *[(c, "79161234567", "a phone number") for c in ("viber", "whatsapp", "telegram", "vk", "ok")],
+        ("email", "+79161234567", "an e-mail address"),
+        ("email", "anna@example", "an e-mail address"),
+        ("email", "anna example@example.com", "an e-mail address"),
+        ("email", "", "an e-mail address"),
+        ("push", "", "a device token"),
+        ("push", "fcm:abc def", "a device token"),
+        ("chat", "", "a chat id"),
+        ("chat", "   ", "a chat id"),
+    ],
+)
+def test_recipient_that_does_not_fit_its_channel_gets_an_error_naming_what_is_needed(
+    carrier: RunningCarrier, channel: str, to: str, says: str
+) -> None:
+    [result] = send(carrier, [message("bad", channel, to)]).json()["results"]
+
+    assert "id" not in result
+    assert result["error"].startswith(f"invalid recipient: {channel} needs {says}")
+    assert repr(to) in result["error"]
+    assert carrier.stats()["rejected"] == 1
+
+
+@pytest.mark.parametrize(
+    ("channel", "to"),
+    [("email", "first.last+tag@mail.example.co.uk"), ("push", "apns:0a1b2c3d"), ("chat", "12345"), ("chat", "support chat 7")],
+)
+def test_recipient_forms_each_channel_allows(carrier: RunningCarrier, channel: str, to: str) -> None:
+    [result] = send(carrier, [message("good", channel, to)]).json()["results"]
+
+    assert "error" not in result and result["id"].startswith("sbx-")
 
 
 def test_status_moves_queued_sent_pending_then_final(carrier: RunningCarrier) -> None:
@@ -328,7 +427,7 @@ def test_messages_lists_every_accepted_message(carrier: RunningCarrier) -> None:
     listed = carrier.http.get("/messages").json()["messages"]
 
     assert [m["ref"] for m in listed] == ["a"]
-    assert set(listed[0]) == {"ref", "id", "to", "sender", "text", "accepted_at", "status"}
+    assert set(listed[0]) == {"ref", "id", "channel", "to", "sender", "text", "accepted_at", "status"}
     assert listed[0]["to"] == "+4915112345678" and listed[0]["text"] == "hello a"
 
 

@@ -16,7 +16,7 @@ logger = logging.getLogger("notiflow.sandbox")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m providers.sandbox", description="notiflow's sandbox SMS carrier")
+    parser = argparse.ArgumentParser(prog="python -m providers.sandbox", description="notiflow's sandbox carrier (every channel)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(

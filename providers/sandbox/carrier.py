@@ -1,4 +1,4 @@
-"""A local HTTP server that behaves like an SMS carrier, so campaigns run end to end with no account.
+"""A local HTTP server that behaves like a carrier of every channel, so campaigns run end to end with no account.
 
 All state lives in memory: a restart (or POST /reset) forgets every message, report and counter.
 """
@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from models.status import Channel
 from providers.sandbox.config import CarrierConfig, WebhookURL
 
 logger = logging.getLogger("notiflow.sandbox")
@@ -42,7 +43,19 @@ DESCRIPTIONS = {
     "PENDING": "being delivered",
     "DELIVERED": "delivered",
 }
-RECIPIENT = re.compile(r"\+[0-9]{8,15}")
+# What a recipient must look like on each channel (pattern, what to tell the sender when it does not).
+PHONE = (re.compile(r"\+[0-9]{8,15}"), "a phone number, + followed by 8–15 digits")
+RECIPIENTS: dict[Channel, tuple[re.Pattern[str], str]] = {
+    Channel.SMS: PHONE,
+    Channel.VIBER: PHONE,
+    Channel.WHATSAPP: PHONE,
+    Channel.TELEGRAM: PHONE,
+    Channel.VK: PHONE,
+    Channel.OK: PHONE,
+    Channel.EMAIL: (re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+"), "an e-mail address like name@example.com"),
+    Channel.PUSH: (re.compile(r"\S+"), "a device token (not empty, no spaces)"),
+    Channel.CHAT: (re.compile(r"\s*\S.*", re.DOTALL), "a chat id (not empty)"),
+}
 REPORT_INTERVAL_SECONDS = 0.25
 REPORT_ATTEMPTS = 4
 REPORT_TIMEOUT_SECONDS = 5.0
@@ -53,7 +66,7 @@ class MessageIn(BaseModel):
     to: str
     sender: str
     text: str
-    channel: Literal["sms"] = "sms"
+    channel: Channel = Channel.SMS
 
 
 class SendRequest(BaseModel):
@@ -98,6 +111,7 @@ class Message:
 
     ref: str
     id: str
+    channel: Channel
     to: str
     sender: str
     text: str
@@ -123,6 +137,7 @@ class Message:
         return {
             "ref": self.ref,
             "id": self.id,
+            "channel": self.channel.value,
             "to": self.to,
             "sender": self.sender,
             "text": self.text,
@@ -178,9 +193,10 @@ class CarrierState:
             self.counters["duplicates"] += 1
             status = self.messages[known].status_at(now)[0]
             return {"ref": incoming.ref, "id": known, "status": status, "duplicate": True}
-        if not RECIPIENT.fullmatch(incoming.to):
+        pattern, allowed = RECIPIENTS[incoming.channel]
+        if not pattern.fullmatch(incoming.to):
             self.counters["rejected"] += 1
-            problem = f"invalid recipient: {incoming.to!r} is not + followed by 8–15 digits"
+            problem = f"invalid recipient: {incoming.channel.value} needs {allowed}, not {incoming.to!r}"
             return {"ref": incoming.ref, "error": problem}
         cfg = self.config
         outcome = random.Random(f"outcome:{cfg.seed}:{incoming.ref}")
@@ -191,6 +207,7 @@ class CarrierState:
         message = Message(
             ref=incoming.ref,
             id=f"sbx-{uuid.uuid4().hex}",
+            channel=incoming.channel,
             to=incoming.to,
             sender=incoming.sender,
             text=incoming.text,
