@@ -24,13 +24,16 @@ logger = logging.getLogger("notiflow.providers")
 
 @dataclass(frozen=True)
 class OutgoingMessage:
-    """One message handed to a provider. `ref` is our idempotency key: unique across databases."""
+    """One message handed to a provider. `ref` is our idempotency key: unique across databases.
+
+    `recipient` is what its channel sends to: a phone (E.164), an e-mail address, a device token or a chat id.
+    """
 
     ref: str
     recipient: str
     text: str
     sender: str
-    channel: Channel = Channel.SMS
+    channel: Channel
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,9 @@ class Provider(ABC):
     """A channel's outside service. Limits are data, declared by each adapter."""
 
     name: ClassVar[str]
-    channel: ClassVar[Channel]
+    # The channel it carries: a class attribute for a one-channel service, set per instance by an
+    # adapter whose service carries several (the sandbox carrier).
+    channel: Channel
     batch_size: ClassVar[int] = 100
     max_body_bytes: ClassVar[int] = 1_000_000
     # Seconds after sending at which to ask for a status; the last entry is the last poll.

@@ -97,7 +97,9 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
         fault: ProviderUnavailable | None = None
         if batch:
             outgoing = {
-                f"{uid}-{m.id}": OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender)
+                f"{uid}-{m.id}": OutgoingMessage(
+                    ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=Channel(channel)
+                )
                 for m in batch
             }
             ids = {f"{uid}-{m.id}": m.id for m in batch}

@@ -1,4 +1,4 @@
-"""SandboxSMS against a real sandbox carrier: acceptance, polling, webhooks and every injected fault."""
+"""SandboxCarrier against a real sandbox carrier: acceptance, polling, webhooks and every injected fault."""
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -12,7 +12,7 @@ from providers.base import (
     ProviderUnavailable,
     StatusReport,
 )
-from providers.sandbox.adapter import RECEIPT_CODES, SandboxSMS
+from providers.sandbox.adapter import RECEIPT_CODES, SandboxCarrier
 from providers.sandbox.carrier import UNDELIVERED_REASONS
 from tests.sandbox_fixtures import (
     ReportInbox,
@@ -27,17 +27,17 @@ FINAL = {MessageStatus.DELIVERED, MessageStatus.UNDELIVERED}
 
 
 @pytest.fixture
-def sandbox(carrier: RunningCarrier) -> Iterator[SandboxSMS]:
-    provider = SandboxSMS(carrier.url, timeout=5)
+def sandbox(carrier: RunningCarrier) -> Iterator[SandboxCarrier]:
+    provider = SandboxCarrier(carrier.url, Channel.SMS, timeout=5)
     yield provider
     provider.close()
 
 
 def sms(ref: str, recipient: str = "+4915112345678") -> OutgoingMessage:
-    return OutgoingMessage(ref=ref, recipient=recipient, text=f"hello {ref}", sender="notiflow")
+    return OutgoingMessage(ref=ref, recipient=recipient, text=f"hello {ref}", sender="notiflow", channel=Channel.SMS)
 
 
-def settled(provider: SandboxSMS, ids: list[str]) -> list[StatusReport]:
+def settled(provider: SandboxCarrier, ids: list[str]) -> list[StatusReport]:
     def all_final() -> list[StatusReport] | None:
         reports = provider.poll(ids)
         return reports if len(reports) == len(ids) and all(r.status in FINAL for r in reports) else None
@@ -45,13 +45,13 @@ def settled(provider: SandboxSMS, ids: list[str]) -> list[StatusReport]:
     return wait_until(all_final, what="every message to reach a final status")
 
 
-def test_sandbox_declares_its_limits() -> None:
-    assert (SandboxSMS.name, SandboxSMS.channel, SandboxSMS.batch_size) == ("sandbox", Channel.SMS, 1000)
-    assert SandboxSMS.poll_schedule[0] < 60 and SandboxSMS.poll_schedule[-1] == 24 * 3600
-    assert list(SandboxSMS.poll_schedule) == sorted(SandboxSMS.poll_schedule)
+def test_sandbox_declares_its_limits(sandbox: SandboxCarrier) -> None:
+    assert (SandboxCarrier.name, sandbox.channel, SandboxCarrier.batch_size) == ("sandbox", Channel.SMS, 1000)
+    assert SandboxCarrier.poll_schedule[0] < 60 and SandboxCarrier.poll_schedule[-1] == 24 * 3600
+    assert list(SandboxCarrier.poll_schedule) == sorted(SandboxCarrier.poll_schedule)
 
 
-def test_send_returns_one_acceptance_with_an_id_per_message(sandbox: SandboxSMS) -> None:
+def test_send_returns_one_acceptance_with_an_id_per_message(sandbox: SandboxCarrier) -> None:
     acceptances = sandbox.send([sms("a"), sms("b")])
 
     assert [a.ref for a in acceptances] == ["a", "b"]
@@ -59,7 +59,7 @@ def test_send_returns_one_acceptance_with_an_id_per_message(sandbox: SandboxSMS)
     assert sandbox.requests == 1
 
 
-def test_send_of_a_known_ref_returns_the_first_id_as_duplicate(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+def test_send_of_a_known_ref_returns_the_first_id_as_duplicate(sandbox: SandboxCarrier, carrier: RunningCarrier) -> None:
     [first] = sandbox.send([sms("a")])
 
     [again] = sandbox.send([sms("a")])
@@ -68,14 +68,14 @@ def test_send_of_a_known_ref_returns_the_first_id_as_duplicate(sandbox: SandboxS
     assert carrier.stats()["accepted"] == 1
 
 
-def test_send_reports_an_invalid_recipient_for_that_message_only(sandbox: SandboxSMS) -> None:
+def test_send_reports_an_invalid_recipient_for_that_message_only(sandbox: SandboxCarrier) -> None:
     good, bad = sandbox.send([sms("good"), sms("bad", recipient="0151 1234")])
 
     assert good.provider_message_id is not None
     assert bad.provider_message_id is None and bad.error is not None and "invalid recipient" in bad.error
 
 
-def test_send_refuses_messages_of_other_channels_without_asking_the_carrier(sandbox: SandboxSMS) -> None:
+def test_send_refuses_messages_of_other_channels_without_asking_the_carrier(sandbox: SandboxCarrier) -> None:
     email = OutgoingMessage(ref="e", recipient="a@example.org", text="hi", sender="x", channel=Channel.EMAIL)
 
     [acceptance] = sandbox.send([email])
@@ -84,12 +84,72 @@ def test_send_refuses_messages_of_other_channels_without_asking_the_carrier(sand
     assert sandbox.requests == 0
 
 
-def test_send_over_the_batch_limit_is_rejected(sandbox: SandboxSMS) -> None:
+# A recipient each channel takes, and one it refuses.
+RECIPIENTS = {
+    Channel.SMS: ("+4915112345678", "anna@example.com"),
+    Channel.EMAIL: ("anna@example.com", "+4915112345678"),
+    Channel.PUSH: ("fcm:dGVzdC10b2tlbg", "fcm: with spaces"),
+    Channel.VIBER: ("+79161234567", "viber-user"),
+    Channel.WHATSAPP: ("+79161234567", "anna@example.com"),
+    Channel.TELEGRAM: ("+79161234567", "@anna"),
+    Channel.VK: ("+79161234567", "id123"),
+    Channel.OK: ("+79161234567", ""),
+    Channel.CHAT: ("chat-1001", ""),
+}
+
+
+def on(channel: Channel, ref: str, recipient: str) -> OutgoingMessage:
+    return OutgoingMessage(ref=ref, recipient=recipient, text=f"hello {ref}", sender="notiflow", channel=channel)
+
+
+def test_there_is_a_recipient_example_for_every_channel() -> None:
+    assert set(RECIPIENTS) == set(Channel)
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_adapter_sends_its_channel_through_the_carrier_and_polls_it_to_a_final_status(
+    carrier: RunningCarrier, channel: Channel
+) -> None:
+    good, bad = RECIPIENTS[channel]
+    with SandboxCarrier(carrier.url, channel, timeout=5) as provider:
+        accepted, refused = provider.send([on(channel, "good", good), on(channel, "bad", bad)])
+        assert accepted.provider_message_id is not None and accepted.error is None
+        assert refused.provider_message_id is None and refused.error is not None
+        assert refused.error.startswith(f"invalid recipient: {channel.value} needs")
+
+        [report] = settled(provider, [accepted.provider_message_id])
+
+    assert report.ref == "good"
+    [listed] = carrier.http.get("/messages").json()["messages"]
+    assert (listed["ref"], listed["channel"], listed["to"]) == ("good", channel.value, good)
+
+
+def test_adapter_refuses_a_message_of_another_channel_and_sends_the_rest(carrier: RunningCarrier) -> None:
+    with SandboxCarrier(carrier.url, Channel.VIBER, timeout=5) as viber:
+        answers = {a.ref: a for a in viber.send([on(Channel.VIBER, "v", "+79161234567"), on(Channel.SMS, "s", "+79161234567")])}
+    mine, other = answers["v"], answers["s"]  # acceptances come in any order
+
+    assert mine.provider_message_id is not None
+    assert other.provider_message_id is None and other.error is not None and "viber only, not sms" in other.error
+    assert [m["ref"] for m in carrier.http.get("/messages").json()["messages"]] == ["v"]
+
+
+def test_adapters_of_every_channel_share_one_name_so_webhooks_find_their_messages(carrier: RunningCarrier) -> None:
+    names = set()
+    for channel in Channel:
+        with SandboxCarrier(carrier.url, channel) as provider:
+            names.add(provider.name)
+            assert provider.channel is channel
+
+    assert names == {"sandbox"}
+
+
+def test_send_over_the_batch_limit_is_rejected(sandbox: SandboxCarrier) -> None:
     with pytest.raises(ProviderRejected, match="413"):
         sandbox.send([sms(f"r{i}") for i in range(1001)])
 
 
-def test_poll_maps_carrier_statuses_and_skips_unknown_ids(sandbox: SandboxSMS) -> None:
+def test_poll_maps_carrier_statuses_and_skips_unknown_ids(sandbox: SandboxCarrier) -> None:
     [acceptance] = sandbox.send([sms("a")])
     assert acceptance.provider_message_id is not None
 
@@ -100,7 +160,7 @@ def test_poll_maps_carrier_statuses_and_skips_unknown_ids(sandbox: SandboxSMS) -
     assert report.at.tzinfo is not None
 
 
-def test_poll_asks_in_chunks_of_1000_ids(sandbox: SandboxSMS) -> None:
+def test_poll_asks_in_chunks_of_1000_ids(sandbox: SandboxCarrier) -> None:
     [acceptance] = sandbox.send([sms("a")])
     ids = [f"sbx-unknown-{i}" for i in range(1500)] + [str(acceptance.provider_message_id)]
 
@@ -110,7 +170,7 @@ def test_poll_asks_in_chunks_of_1000_ids(sandbox: SandboxSMS) -> None:
     assert sandbox.requests == 3  # one send, two status requests
 
 
-def test_poll_reaches_delivered(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+def test_poll_reaches_delivered(sandbox: SandboxCarrier, carrier: RunningCarrier) -> None:
     carrier.configure(delivered_rate=1.0)
     ids = [str(a.provider_message_id) for a in sandbox.send([sms(f"r{i}") for i in range(10)])]
 
@@ -119,7 +179,7 @@ def test_poll_reaches_delivered(sandbox: SandboxSMS, carrier: RunningCarrier) ->
     assert {(r.status, r.description) for r in reports} == {(MessageStatus.DELIVERED, "delivered")}
 
 
-def test_poll_reaches_undelivered_with_the_reason(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+def test_poll_reaches_undelivered_with_the_reason(sandbox: SandboxCarrier, carrier: RunningCarrier) -> None:
     carrier.configure(delivered_rate=0.0)
     ids = [str(a.provider_message_id) for a in sandbox.send([sms(f"r{i}") for i in range(10)])]
 
@@ -130,7 +190,7 @@ def test_poll_reaches_undelivered_with_the_reason(sandbox: SandboxSMS, carrier: 
 
 
 def test_injected_500_is_provider_unavailable_with_a_known_outcome(
-    sandbox: SandboxSMS, carrier: RunningCarrier
+    sandbox: SandboxCarrier, carrier: RunningCarrier
 ) -> None:
     carrier.configure(fault_500_rate=1.0)
 
@@ -141,7 +201,7 @@ def test_injected_500_is_provider_unavailable_with_a_known_outcome(
 
 
 def test_injected_429_is_provider_unavailable_retrying_after_one_second(
-    sandbox: SandboxSMS, carrier: RunningCarrier
+    sandbox: SandboxCarrier, carrier: RunningCarrier
 ) -> None:
     carrier.configure(fault_429_rate=1.0)
 
@@ -154,17 +214,17 @@ def test_injected_429_is_provider_unavailable_retrying_after_one_second(
 def test_injected_timeout_is_provider_unavailable_with_an_unknown_outcome(carrier: RunningCarrier) -> None:
     carrier.configure(timeout_rate=1.0, timeout_seconds=0.5)
 
-    with SandboxSMS(carrier.url, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable) as raised:
+    with SandboxCarrier(carrier.url, Channel.SMS, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable) as raised:
         impatient.send([sms("a")])
 
     assert raised.value.outcome_unknown is True
 
 
 def test_resend_after_a_timeout_is_accepted_because_the_timed_out_request_was_not(
-    sandbox: SandboxSMS, carrier: RunningCarrier
+    sandbox: SandboxCarrier, carrier: RunningCarrier
 ) -> None:
     carrier.configure(timeout_rate=1.0, timeout_seconds=0.5)
-    with SandboxSMS(carrier.url, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable):
+    with SandboxCarrier(carrier.url, Channel.SMS, timeout=0.1) as impatient, pytest.raises(ProviderUnavailable):
         impatient.send([sms("a")])
     carrier.configure()
 
@@ -173,7 +233,7 @@ def test_resend_after_a_timeout_is_accepted_because_the_timed_out_request_was_no
     assert acceptance.provider_message_id is not None and acceptance.duplicate is False
 
 
-def test_injected_504_after_the_hang_is_provider_unavailable(sandbox: SandboxSMS, carrier: RunningCarrier) -> None:
+def test_injected_504_after_the_hang_is_provider_unavailable(sandbox: SandboxCarrier, carrier: RunningCarrier) -> None:
     carrier.configure(timeout_rate=1.0, timeout_seconds=0.1)
 
     with pytest.raises(ProviderUnavailable, match="504"):
@@ -183,7 +243,7 @@ def test_injected_504_after_the_hang_is_provider_unavailable(sandbox: SandboxSMS
 def test_pushed_reports_parse_into_the_same_statuses_as_a_poll(
     carrier: RunningCarrier, report_inbox: ReportInbox
 ) -> None:
-    with SandboxSMS(carrier.url, report_url=report_inbox.url) as provider:
+    with SandboxCarrier(carrier.url, Channel.SMS, report_url=report_inbox.url) as provider:
         ids = [str(a.provider_message_id) for a in provider.send([sms(f"r{i}") for i in range(5)])]
         wait_until(lambda: len(report_inbox.reports) >= 5, what="5 pushed reports")
 
@@ -198,12 +258,12 @@ def test_pushed_reports_parse_into_the_same_statuses_as_a_poll(
     "payload",
     [{"hello": "world"}, [], None, {"reports": [1]}, {"reports": [{"id": "sbx-1", "status": "SENT"}]}],
 )
-def test_webhook_payload_that_is_not_a_report_is_refused(sandbox: SandboxSMS, payload: object) -> None:
+def test_webhook_payload_that_is_not_a_report_is_refused(sandbox: SandboxCarrier, payload: object) -> None:
     with pytest.raises(ValueError, match="a delivery report is"):
         sandbox.parse_webhook(payload)
 
 
-def test_webhook_report_with_an_unknown_status_is_skipped(sandbox: SandboxSMS) -> None:
+def test_webhook_report_with_an_unknown_status_is_skipped(sandbox: SandboxCarrier) -> None:
     report = {"id": "sbx-1", "ref": "a", "description": "?", "updated_at": "2026-01-01T00:00:00.000Z"}
 
     reports = sandbox.parse_webhook({"reports": [{**report, "status": "EXPLODED"}, {**report, "status": "SENT"}]})

@@ -16,18 +16,19 @@ from sqlmodel import Session
 
 from models.errors import LeaseHeld
 from models.params import NotificationTaskParams
-from models.status import MessageStatus
+from models.status import Channel, MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent
 from providers.base import OutgoingMessage
-from providers.sandbox.adapter import SandboxSMS
+from providers.sandbox.adapter import SandboxCarrier
 from tasks.dispatch import dispatch
 from tasks.intake import intake
 from tasks.lease import take_lease
 from tasks.lifecycle import open_task
 from tasks.poll import poll
 from tasks.report import MESSAGE_COLUMNS, build_report
+from tasks.routing import provider_for
 from tasks.schedule import schedule
-from tests.files import phones, write_xlsx
+from tests.files import EVERY_CHANNEL_HEADER, channel_rows, phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
 ALL_DAY = ["00:00-24:00"]
@@ -117,8 +118,8 @@ def test_message_outside_window_is_delayed_until_the_window_opens(tmp_path: Path
 
 def test_dispatch_sends_each_message_once(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, owner = ready_to_send(tmp_path, good=40)
-    first = dispatch.fn(task_id, owner)
-    second = dispatch.fn(task_id, owner)
+    first = dispatch.fn(task_id, owner, Channel.SMS)
+    second = dispatch.fn(task_id, owner, Channel.SMS)
     assert (first.sent, first.remaining, second.sent) == (40, 0, 0)
     assert sorted(carrier_refs(stack.sandbox_url, task_id, engine)) == sorted(set(carrier_refs(stack.sandbox_url, task_id, engine)))
     assert len(carrier_refs(stack.sandbox_url, task_id, engine)) == 40
@@ -134,9 +135,10 @@ def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp
         session.execute(update(Message).where(Message.id.in_([m.id for m in lost])).values(
             handed_at=datetime.now(UTC), handed_by="dead-process", attempts=1))
         session.commit()
-    with SandboxSMS(stack.sandbox_url) as carrier:
-        carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow") for m in lost])
-    result = dispatch.fn(task_id, owner)
+    with SandboxCarrier(stack.sandbox_url, Channel.SMS) as carrier:
+        carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow", channel=Channel.SMS)
+                      for m in lost])
+    result = dispatch.fn(task_id, owner, Channel.SMS)
     assert result.sent == 12
     refs = carrier_refs(stack.sandbox_url, task_id, engine)
     assert len(refs) == len(set(refs)) == 12
@@ -149,20 +151,20 @@ def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp
 def test_carrier_fault_gives_the_batch_back_for_a_later_attempt(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, owner = ready_to_send(tmp_path, good=8)
     with carrier_config(stack.sandbox_url, fault_500_rate=1.0):
-        failed = dispatch.fn(task_id, owner)
+        failed = dispatch.fn(task_id, owner, Channel.SMS)
     assert failed.sent == 0 and failed.carrier_fault and "HTTP 500" in failed.carrier_fault
     assert failed.due_now
     with Session(engine) as session:
         handed = session.scalar(select(func.count()).where(Message.task_id == task_id, Message.handed_at.is_not(None)))
     assert handed == 0
-    assert dispatch.fn(task_id, owner).sent == 8
+    assert dispatch.fn(task_id, owner, Channel.SMS).sent == 8
     assert len(carrier_refs(stack.sandbox_url, task_id, engine)) == 8
 
 
 def test_dispatch_without_the_lease_refuses_to_send(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, _owner = ready_to_send(tmp_path, good=3)
     with pytest.raises(LeaseHeld):
-        dispatch.fn(task_id, "someone-else")
+        dispatch.fn(task_id, "someone-else", Channel.SMS)
     assert carrier_refs(stack.sandbox_url, task_id, engine) == []
 
 
@@ -172,7 +174,7 @@ def test_message_past_its_validity_period_expires_unsent(stack: Any, tmp_path: P
         session.execute(update(Message).where(Message.task_id == task_id).values(
             expires_at=datetime.now(UTC) - timedelta(minutes=1)))
         session.commit()
-    result = dispatch.fn(task_id, owner)
+    result = dispatch.fn(task_id, owner, Channel.SMS)
     assert (result.sent, result.expired) == (0, 4)
     assert statuses(engine, task_id) == {"EXPIRED": 4}
     assert carrier_refs(stack.sandbox_url, task_id, engine) == []
@@ -180,14 +182,62 @@ def test_message_past_its_validity_period_expires_unsent(stack: Any, tmp_path: P
 
 def test_poll_brings_every_sent_message_to_a_final_status(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, owner = ready_to_send(tmp_path, good=25)
-    dispatch.fn(task_id, owner)
-    wait_until(lambda: poll.fn(task_id).outstanding == 0, timeout=30, interval=0.5, what="every message to be final")
+    dispatch.fn(task_id, owner, Channel.SMS)
+    wait_until(lambda: poll.fn(task_id, Channel.SMS).outstanding == 0, timeout=30, interval=0.5, what="every message to be final")
     counts = statuses(engine, task_id)
     assert set(counts) <= {"DELIVERED", "UNDELIVERED"} and sum(counts.values()) == 25
     with Session(engine) as session:
         history = session.scalars(select(StatusEvent.status).where(StatusEvent.task_id == task_id)).all()
     assert history.count("SENT") == 25
     assert history.count("DELIVERED") + history.count("UNDELIVERED") == 25
+
+
+def ready_on_channels(tmp_path: Path, per_channel: dict[str, int]) -> tuple[int, str]:
+    """A task whose file has `per_channel[c]` rows on each channel c, taken in and scheduled, its lease held."""
+    start = uuid.uuid4().int % 9_000_000
+    rows = [row for channel, count in per_channel.items() for row in channel_rows(channel, count, start=start)]
+    task_id = make_task_from(write_xlsx(tmp_path / f"channels-{uuid.uuid4().hex[:6]}.xlsx", EVERY_CHANNEL_HEADER, rows))
+    taken = intake.fn(task_id)
+    assert (taken.accepted, taken.rejected) == (sum(per_channel.values()), 0)
+    schedule.fn(task_id)
+    owner = f"test-{uuid.uuid4().hex[:6]}"
+    take_lease.fn(task_id, owner)
+    return task_id, owner
+
+
+def carrier_messages(sandbox_url: str, task_id: int, engine: Any) -> dict[str, tuple[str, str]]:
+    """What the carrier took for this task: ref → (channel, recipient)."""
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+    listed = httpx.get(f"{sandbox_url}/messages", timeout=10).json()["messages"]
+    return {m["ref"]: (m["channel"], m["to"]) for m in listed if m["ref"].startswith(f"{uid}-")}
+
+
+@pytest.mark.parametrize("channel", list(Channel))
+def test_every_channel_is_routed_to_the_sandbox_carrier_for_that_channel(channel: Channel) -> None:
+    with provider_for(channel) as provider:
+        assert isinstance(provider, SandboxCarrier) and provider.channel is channel
+
+
+def test_dispatch_and_poll_of_a_channel_take_only_its_messages_to_its_recipients(stack: Any, tmp_path: Path, engine: Any) -> None:
+    task_id, owner = ready_on_channels(tmp_path, {"sms": 3, "email": 4, "push": 2})
+    with Session(engine) as session:
+        stored = {m.id: (m.channel, m.recipient) for m in session.scalars(select(Message).where(Message.task_id == task_id))}
+
+    emails = dispatch.fn(task_id, owner, Channel.EMAIL)
+
+    assert (emails.channel, emails.sent, emails.refused, emails.remaining) == ("email", 4, 0, 0)
+    taken = carrier_messages(stack.sandbox_url, task_id, engine)
+    assert sorted(taken.values()) == sorted(v for v in stored.values() if v[0] == "email")
+    assert statuses(engine, task_id) == {"SENT": 4, "QUEUED": 5}
+    wait_until(lambda: poll.fn(task_id, Channel.EMAIL).outstanding == 0, timeout=30, interval=0.5, what="every e-mail to be final")
+    assert poll.fn(task_id, Channel.SMS).outstanding == 0 and statuses(engine, task_id)["QUEUED"] == 5
+
+    assert dispatch.fn(task_id, owner, Channel.SMS).sent == 3 and dispatch.fn(task_id, owner, Channel.PUSH).sent == 2
+    taken = carrier_messages(stack.sandbox_url, task_id, engine)
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+    assert taken == {f"{uid}-{message_id}": sent_to for message_id, sent_to in stored.items()}
 
 
 def test_report_has_the_spec_columns_and_the_rejected_rows(tmp_path: Path, engine: Any) -> None:

@@ -1,4 +1,4 @@
-"""SMS through the sandbox carrier (`python -m providers.sandbox`): the provider to run campaigns with no account."""
+"""Every channel through the sandbox carrier (`python -m providers.sandbox`): the provider to run campaigns with no account."""
 from __future__ import annotations
 
 import logging
@@ -28,6 +28,8 @@ logger = logging.getLogger("notiflow.providers.sandbox")
 # roaming, unverified sender, phone off, offline, memory full, device fault, carrier fault).
 # A ref the carrier accepted before is answered with the first id and `duplicate: true`: that is
 # how a send whose outcome is unknown is reconciled. Final statuses are also pushed to report_url.
+# One carrier takes every channel, with the same receipt codes; it checks each recipient against its
+# channel (a phone, an e-mail address, a device token or a chat id) and refuses that message alone.
 RECEIPT_CODES: dict[str, tuple[MessageStatus, str]] = {
     "QUEUED": (MessageStatus.QUEUED, "in queue"),
     "SENT": (MessageStatus.SENT, "handed to operator"),
@@ -37,9 +39,11 @@ RECEIPT_CODES: dict[str, tuple[MessageStatus, str]] = {
 }
 
 
-class SandboxSMS(Provider):
+class SandboxCarrier(Provider):
+    """The sandbox carrier for one channel: an adapter per channel, all under the one name `sandbox`, so
+    delivery reports and polls find their messages whatever channel they went out on."""
+
     name = "sandbox"
-    channel = Channel.SMS
     batch_size = 1000
     # The sandbox settles in seconds, so ask early; the tail still reaches 24 h like every provider.
     poll_schedule = (2, 5, 10, 30, 60, 300, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
@@ -47,26 +51,29 @@ class SandboxSMS(Provider):
     def __init__(
         self,
         base_url: str,
+        channel: Channel,
         *,
         report_url: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ):
         super().__init__(base_url, timeout=timeout, transport=transport)
+        self.channel = channel
         self.report_url = report_url
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
-        sms = [m for m in batch if m.channel == Channel.SMS]
+        mine = [m for m in batch if m.channel == self.channel]
         refused = [
-            Acceptance(m.ref, None, error=f"the sandbox carrier sends sms only, not {m.channel}")
+            Acceptance(m.ref, None, error=f"this sandbox adapter sends {self.channel.value} only, not {m.channel.value}")
             for m in batch
-            if m.channel != Channel.SMS
+            if m.channel != self.channel
         ]
-        if not sms:
+        if not mine:
             return refused
         body = {
             "messages": [
-                {"ref": m.ref, "to": m.recipient, "sender": m.sender, "text": m.text, "channel": "sms"} for m in sms
+                {"ref": m.ref, "to": m.recipient, "sender": m.sender, "text": m.text, "channel": m.channel.value}
+                for m in mine
             ],
             "report_url": self.report_url,
         }
@@ -78,7 +85,7 @@ class SandboxSMS(Provider):
             raise ProviderUnavailable(
                 f"{self.name}: unreadable answer to POST /messages: {exc}", outcome_unknown=True
             ) from exc
-        missing = [m.ref for m in sms if m.ref not in results]
+        missing = [m.ref for m in mine if m.ref not in results]
         if missing:
             raise ProviderUnavailable(
                 f"{self.name}: answer to POST /messages lacks {len(missing)} refs, e.g. {missing[0]!r}",
@@ -91,7 +98,7 @@ class SandboxSMS(Provider):
                 error=results[m.ref].get("error"),
                 duplicate=bool(results[m.ref].get("duplicate", False)),
             )
-            for m in sms
+            for m in mine
         ]
 
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
