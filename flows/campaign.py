@@ -17,13 +17,14 @@ from pydantic import BaseModel
 from flows.wait import wait_until
 from models.params import NotificationTaskParams
 from models.settings import get_settings
-from models.status import TaskState
+from models.status import Channel, TaskState
 from models.tables import utcnow
+from tasks.channels import open_channels
 from tasks.dispatch import DispatchResult, dispatch
 from tasks.intake import intake
 from tasks.lease import new_owner, release_lease, take_lease
 from tasks.lifecycle import is_cancelled, open_task, set_state
-from tasks.poll import poll
+from tasks.poll import PollResult, poll
 from tasks.progress import publish_progress, publish_summary
 from tasks.report import build_report
 from tasks.schedule import schedule
@@ -76,30 +77,29 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
 
 
 def _send_and_track(task_id: int, run_id: str) -> None:
-    """Dispatch what is due and poll what is out until every message has its final status."""
+    """Dispatch what is due and poll what is out, on every channel the task uses, until every message has
+    its final status."""
     logger = get_run_logger()
     owner = new_owner(run_id)
     take_lease(task_id, owner)
+    channels = open_channels(task_id)
     poll_faults = 0
     while True:
-        sent = _dispatch_due(task_id, owner)
-        polled = poll(task_id)
+        sent = [_dispatch_due(task_id, owner, channel) for channel in channels]
+        polled = [poll(task_id, channel) for channel in channels]
         publish_progress(task_id)
-        if polled.error:
+        if errors := [p.error for p in polled if p.error]:
             # The polls that failed stay due: back off instead of asking again at once.
             poll_faults += 1
             pause = min(2.0 ** poll_faults, 60.0)
-            logger.warning("status poll failed, asking again in %.0f s: %s", pause, polled.error)
+            logger.warning("status poll failed, asking again in %.0f s: %s", pause, "; ".join(errors))
             time.sleep(pause)
             continue
         poll_faults = 0
-        due_times = [t for t in (sent.next_due_at if sent.remaining else None, polled.next_poll_at) if t]
-        if not due_times:
+        next_wait = _next_wait(sent, polled)
+        if next_wait is None:
             break
-        wake = min(due_times)
-        waiting_for_window = bool(sent.remaining) and sent.next_due_at == wake
-        name = "Waiting for window" if waiting_for_window else "Waiting for status poll"
-        message = f"continues at {_local(wake)} ({sent.remaining} to send, {polled.outstanding} awaiting delivery reports)"
+        wake, name, message = next_wait
         if (wake - utcnow()).total_seconds() > get_settings().max_inprocess_wait_seconds:
             # The run is about to leave its process.
             release_lease(task_id, owner)
@@ -109,12 +109,12 @@ def _send_and_track(task_id: int, run_id: str) -> None:
     release_lease(task_id, owner)
 
 
-def _dispatch_due(task_id: int, owner: str) -> DispatchResult:
-    """Send batches while messages are due; back off while the carrier is failing."""
+def _dispatch_due(task_id: int, owner: str, channel: Channel) -> DispatchResult:
+    """Send one channel's batches while messages are due; back off while the carrier is failing."""
     logger = get_run_logger()
     faults = 0
     while True:
-        result = dispatch(task_id, owner)
+        result = dispatch(task_id, owner, channel)
         if result.sent or result.refused or result.expired:
             publish_progress(task_id)
             logger.info(
@@ -124,12 +124,26 @@ def _dispatch_due(task_id: int, owner: str) -> DispatchResult:
         if result.carrier_fault:
             faults += 1
             pause = min(result.retry_after or 2.0 ** faults, 30.0)
-            logger.warning("carrier fault (%s), trying again in %.0f s: %s", faults, pause, result.carrier_fault)
+            logger.warning("%s carrier fault (%s), trying again in %.0f s: %s", channel.value, faults, pause, result.carrier_fault)
             time.sleep(pause)
             continue
         faults = 0
         if not result.due_now:
             return result
+
+
+def _next_wait(sent: list[DispatchResult], polled: list[PollResult]) -> tuple[datetime, str, str] | None:
+    """When to go on, over every channel: the first window with messages left to send or the first status
+    poll, whichever comes sooner, with the state name and message the run shows meanwhile; None when done."""
+    next_window = min((r.next_due_at for r in sent if r.remaining and r.next_due_at), default=None)
+    next_poll = min((p.next_poll_at for p in polled if p.next_poll_at), default=None)
+    due_times = [t for t in (next_window, next_poll) if t]
+    if not due_times:
+        return None
+    wake = min(due_times)
+    name = "Waiting for window" if wake == next_window else "Waiting for status poll"
+    to_send, outstanding = sum(r.remaining for r in sent), sum(p.outstanding for p in polled)
+    return wake, name, f"continues at {_local(wake)} ({to_send} to send, {outstanding} awaiting delivery reports)"
 
 
 def _local(moment: datetime) -> str:

@@ -48,10 +48,10 @@ class DispatchResult:
 
 
 @task(name="dispatch batch", cache_policy=NO_CACHE)
-def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> DispatchResult:
-    """Send the next batch of due messages of one channel; report what is left and when it is due."""
+def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
+    """Send the next batch of due messages of one channel; report what is left on it and when it is due."""
     settings = get_settings()
-    provider = provider_for(Channel(channel))
+    provider = provider_for(channel)
     with provider:
         now = utcnow()
         with session_scope() as session:
@@ -61,8 +61,8 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
             ).one()
             if task_state in (TaskState.PAUSED, TaskState.CANCELLED):
                 # Paused or cancelled from outside while this process was between batches: send nothing.
-                return DispatchResult(channel=channel, sent=0, refused=0, expired=0, remaining=0, next_due_at=None)
-            unsent = and_(Message.task_id == task_id, Message.channel == channel, Message.provider_message_id.is_(None))
+                return DispatchResult(channel=channel.value, sent=0, refused=0, expired=0, remaining=0, next_due_at=None)
+            unsent = and_(Message.task_id == task_id, Message.channel == channel.value, Message.provider_message_id.is_(None))
             expired = transition(
                 session,
                 and_(unsent, Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
@@ -98,7 +98,7 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
         if batch:
             outgoing = {
                 f"{uid}-{m.id}": OutgoingMessage(
-                    ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=Channel(channel)
+                    ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel
                 )
                 for m in batch
             }
@@ -114,7 +114,7 @@ def dispatch(task_id: int, owner: str, channel: str = Channel.SMS.value) -> Disp
                 sent, refused = _record_acceptances(acceptances, ids, provider)
         remaining, next_due = _what_is_left(task_id, channel)
     return DispatchResult(
-        channel=channel,
+        channel=channel.value,
         sent=sent,
         refused=refused,
         expired=expired,
@@ -179,12 +179,12 @@ def _refuse_all(batch: list[Any], provider: Provider, reason: str) -> int:
         )
 
 
-def _what_is_left(task_id: int, channel: str) -> tuple[int, datetime | None]:
+def _what_is_left(task_id: int, channel: Channel) -> tuple[int, datetime | None]:
     with session_scope() as session:
         remaining, next_due = session.execute(
             select(func.count(), func.min(Message.scheduled_at)).where(
                 Message.task_id == task_id,
-                Message.channel == channel,
+                Message.channel == channel.value,
                 Message.provider_message_id.is_(None),
                 Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
             )

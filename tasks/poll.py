@@ -32,13 +32,13 @@ class PollResult:
 
 
 @task(name="poll status", cache_policy=NO_CACHE)
-def poll(task_id: int, channel: str = Channel.SMS.value) -> PollResult:
-    """Ask about every message whose poll is due; messages past their last poll end UNDELIVERED."""
-    provider = provider_for(Channel(channel))
+def poll(task_id: int, channel: Channel) -> PollResult:
+    """Ask about every message of one channel whose poll is due; messages past their last poll end UNDELIVERED."""
+    provider = provider_for(channel)
     schedule = get_settings().poll_schedule or list(provider.poll_schedule)
     not_final = and_(
         Message.task_id == task_id,
-        Message.channel == channel,
+        Message.channel == channel.value,
         Message.provider_message_id.is_not(None),
         Message.status.not_in([s.value for s in FINAL_STATUSES]),
     )

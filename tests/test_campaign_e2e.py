@@ -21,10 +21,11 @@ from sqlmodel import Session
 
 from deployments.runs import start_run
 from models.params import NotificationTaskParams
+from models.status import Channel
 from models.tables import Message, NotificationTask, StatusEvent
 from notiflow.follow import follow, summary
 from tasks.report import MESSAGE_COLUMNS
-from tests.files import phones, write_xlsx
+from tests.files import EVERY_CHANNEL_HEADER, channel_rows, phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -149,6 +150,68 @@ def test_campaign_waits_for_its_window_without_a_process_and_sends_when_it_opens
     with Session(engine) as session:
         sent_times = session.scalars(select(Message.sent_at).where(Message.task_id == result["task_id"])).all()
     assert len(sent_times) == 10 and all(t is not None and t >= opens for t in sent_times)
+
+
+def carrier_messages(sandbox_url: str, uid: str) -> dict[str, tuple[str, str]]:
+    """What the carrier took for the task with this uid: ref → (channel, recipient)."""
+    listed = httpx.get(f"{sandbox_url}/messages", timeout=10).json()["messages"]
+    return {m["ref"]: (m["channel"], m["to"]) for m in listed if m["ref"].startswith(f"{uid}-")}
+
+
+def test_campaign_with_rows_on_every_channel_sends_and_tracks_each_on_its_channel(stack: Any, engine: Any, tmp_path: Path) -> None:
+    start = uuid.uuid4().int % 9_000_000
+    rows = [row for channel in Channel for row in channel_rows(channel.value, 3, start=start)]
+    path = write_xlsx(tmp_path / "every-channel.xlsx", EVERY_CHANNEL_HEADER, rows)
+
+    result = notiflow("run", str(path), "--json", "--window", "00:00-24:00", "--name", "every channel")
+
+    assert result.returncode == 0, result.stderr + result.stdout
+    summary_ = json.loads(result.stdout)
+    assert summary_["state"] == "COMPLETED" and summary_["rejected"] == 0
+    assert sum(summary_["counts"].values()) == 27 and set(summary_["counts"]) <= {"DELIVERED", "UNDELIVERED"}
+    with Session(engine) as session:
+        uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == summary_["task_id"]))
+        stored = session.execute(
+            select(Message.id, Message.channel, Message.recipient, Message.status).where(Message.task_id == summary_["task_id"])
+        ).all()
+    assert sorted(channel for _id, channel, _to, _status in stored) == sorted(c.value for c in Channel for _ in range(3))
+    assert carrier_messages(stack.sandbox_url, uid) == {f"{uid}-{i}": (channel, to) for i, channel, to, _status in stored}
+    workbook = load_workbook(summary_["report"], read_only=True)
+    reported = list(workbook["Messages"].iter_rows(values_only=True))[1:]
+    assert {row[MESSAGE_COLUMNS.index("channel")] for row in reported} == {c.value for c in Channel}
+
+
+def test_campaign_waits_for_the_window_of_one_channel_after_sending_another(stack: Any, engine: Any, tmp_path: Path) -> None:
+    # E-mails go out in the account's zone (Moscow), SMS in the subscriber's (Tokyo, six hours ahead): one
+    # window is open in Moscow now, the other opens in Tokyo in 15 s, so the run sends the e-mails, then waits.
+    moscow, tokyo = datetime.now(ZoneInfo("Europe/Moscow")), datetime.now(ZoneInfo("Asia/Tokyo"))
+    opens = (tokyo + timedelta(seconds=15)).replace(microsecond=0)
+    open_now = (moscow - timedelta(minutes=1), moscow + timedelta(minutes=10))
+    sms_window = (opens, opens + timedelta(minutes=5))
+    if len({t.date() for t in (*open_now, *sms_window)}) > 1:
+        pytest.skip("a window would cross local midnight")
+    windows = [f"{a:%H:%M:%S}-{b:%H:%M:%S}" for a, b in (open_now, sms_window)]
+    start = uuid.uuid4().int % 9_000_000
+    rows = channel_rows("email", 3, start=start) + channel_rows("sms", 3, start=start, phone_prefix="+81901")
+    path = write_xlsx(tmp_path / "two-zones.xlsx", EVERY_CHANNEL_HEADER, rows)
+
+    run = start_run(NotificationTaskParams(task_file=str(path), windows=windows))
+
+    with get_client(sync_client=True) as client:
+        waiting = wait_until(
+            lambda: (s := client.read_flow_run(run.id).state) is not None and s.name == "Waiting for window" and s,
+            timeout=60, interval=0.5, what="the run to wait for the SMS window",
+        )
+        assert "3 to send" in (waiting.message or "")
+    finished = follow(run.id, console=None, timeout=120, stop_when_waiting=False)
+    result = summary(finished)
+    assert result["state"] == "COMPLETED", result
+    assert sum(result["counts"].values()) == 6 and set(result["counts"]) <= {"DELIVERED", "UNDELIVERED"}
+    with Session(engine) as session:
+        sent = dict(session.execute(
+            select(Message.channel, func.min(Message.sent_at)).where(Message.task_id == result["task_id"]).group_by(Message.channel)
+        ).all())
+    assert sent["email"] < opens <= sent["sms"]
 
 
 def test_cli_refuses_a_missing_file_with_a_clear_error(stack: Any, tmp_path: Path) -> None:

@@ -14,17 +14,19 @@ from openpyxl import load_workbook
 from sqlalchemy import func, select, update
 from sqlmodel import Session
 
+from flows.campaign import _next_wait
 from models.errors import LeaseHeld
 from models.params import NotificationTaskParams
 from models.status import Channel, MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent
 from providers.base import OutgoingMessage
 from providers.sandbox.adapter import SandboxCarrier
-from tasks.dispatch import dispatch
+from tasks.channels import open_channels
+from tasks.dispatch import DispatchResult, dispatch
 from tasks.intake import intake
 from tasks.lease import take_lease
 from tasks.lifecycle import open_task
-from tasks.poll import poll
+from tasks.poll import PollResult, poll
 from tasks.report import MESSAGE_COLUMNS, build_report
 from tasks.routing import provider_for
 from tasks.schedule import schedule
@@ -219,6 +221,15 @@ def test_every_channel_is_routed_to_the_sandbox_carrier_for_that_channel(channel
         assert isinstance(provider, SandboxCarrier) and provider.channel is channel
 
 
+def test_open_channels_are_those_with_messages_not_final_yet(tmp_path: Path, engine: Any) -> None:
+    task_id, _owner = ready_on_channels(tmp_path, {"email": 2, "sms": 2, "push": 1})
+    assert open_channels(task_id) == [Channel.SMS, Channel.EMAIL, Channel.PUSH]
+    with Session(engine) as session:
+        session.execute(update(Message).where(Message.task_id == task_id, Message.channel == "sms").values(status="DELIVERED"))
+        session.commit()
+    assert open_channels(task_id) == [Channel.EMAIL, Channel.PUSH]
+
+
 def test_dispatch_and_poll_of_a_channel_take_only_its_messages_to_its_recipients(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, owner = ready_on_channels(tmp_path, {"sms": 3, "email": 4, "push": 2})
     with Session(engine) as session:
@@ -238,6 +249,22 @@ def test_dispatch_and_poll_of_a_channel_take_only_its_messages_to_its_recipients
     with Session(engine) as session:
         uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
     assert taken == {f"{uid}-{message_id}": sent_to for message_id, sent_to in stored.items()}
+
+
+def test_wait_is_for_the_soonest_thing_any_channel_waits_for() -> None:
+    now = datetime.now(UTC)
+    done = DispatchResult(channel="sms", sent=0, refused=0, expired=0, remaining=0, next_due_at=None)
+    email_window = DispatchResult(channel="email", sent=0, refused=0, expired=0, remaining=4, next_due_at=now + timedelta(hours=1))
+    sms_polls = PollResult(updated=0, outstanding=3, next_poll_at=now + timedelta(seconds=30))
+    nothing_out = PollResult(updated=0, outstanding=0, next_poll_at=None)
+
+    wake, name, message = _next_wait([done, email_window], [sms_polls, nothing_out]) or (None, "", "")
+    assert (wake, name) == (now + timedelta(seconds=30), "Waiting for status poll")
+    assert "(4 to send, 3 awaiting delivery reports)" in message
+
+    wake, name, _ = _next_wait([done, email_window], [nothing_out, nothing_out]) or (None, "", "")
+    assert (wake, name) == (now + timedelta(hours=1), "Waiting for window")
+    assert _next_wait([done, done], [nothing_out, nothing_out]) is None
 
 
 def test_report_has_the_spec_columns_and_the_rejected_rows(tmp_path: Path, engine: Any) -> None:
