@@ -162,19 +162,26 @@ def language(value: Any) -> str:
     return result.lower()
 
 
+def _strptime(raw: str, patterns: Sequence[str]) -> datetime | None:
+    """The first of `patterns` that reads `raw`, or None."""
+    for pattern in patterns:
+        try:
+            return datetime.strptime(raw, pattern)
+        except ValueError:
+            continue
+    return None
+
+
 def start_date(value: Any) -> str:
     """YY-MM-DD (also YYYY-MM-DD, DD.MM.YYYY or an Excel date cell), as an ISO date."""
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    raw = _text(value)
-    for pattern in ("%y-%m-%d", "%Y-%m-%d", "%d.%m.%Y", "%d.%m.%y"):
-        try:
-            return datetime.strptime(raw, pattern).date().isoformat()
-        except ValueError:
-            continue
-    raise ValueError(f"{_quote(value)} is not a date; write YY-MM-DD, e.g. 26-12-01")
+    parsed = _strptime(_text(value), ("%y-%m-%d", "%Y-%m-%d", "%d.%m.%Y", "%d.%m.%y"))
+    if parsed is None:
+        raise ValueError(f"{_quote(value)} is not a date; write YY-MM-DD, e.g. 26-12-01")
+    return parsed.date().isoformat()
 
 
 def start_time(value: Any) -> str:
@@ -183,13 +190,10 @@ def start_time(value: Any) -> str:
         return value.time().isoformat()
     if isinstance(value, time):
         return value.isoformat()
-    raw = _text(value)
-    for pattern in ("%H-%M-%S", "%H:%M:%S", "%H:%M", "%H-%M"):
-        try:
-            return datetime.strptime(raw, pattern).time().isoformat()
-        except ValueError:
-            continue
-    raise ValueError(f"{_quote(value)} is not a time of day; write HH-MM-SS, e.g. 10-30-00")
+    parsed = _strptime(_text(value), ("%H-%M-%S", "%H:%M:%S", "%H:%M", "%H-%M"))
+    if parsed is None:
+        raise ValueError(f"{_quote(value)} is not a time of day; write HH-MM-SS, e.g. 10-30-00")
+    return parsed.time().isoformat()
 
 
 _SEND_AT_FORMATS = (
@@ -206,11 +210,9 @@ def send_at(value: Any) -> str:
     if isinstance(value, date):
         return datetime.combine(value, time(0)).isoformat()
     raw = _text(value)
-    for pattern in _SEND_AT_FORMATS:
-        try:
-            return datetime.strptime(raw, pattern).isoformat()
-        except ValueError:
-            continue
+    parsed = _strptime(raw, _SEND_AT_FORMATS)
+    if parsed is not None:
+        return parsed.isoformat()
     try:
         parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -221,11 +223,9 @@ def send_at(value: Any) -> str:
 def _time_of_day(raw: Any) -> time:
     if not isinstance(raw, str):
         raise ValueError(f"{raw!r} is not a time like \"09:00:00\"")
-    for pattern in ("%H:%M:%S", "%H:%M"):
-        try:
-            return datetime.strptime(raw, pattern).time()
-        except ValueError:
-            continue
+    parsed = _strptime(raw, ("%H:%M:%S", "%H:%M"))
+    if parsed is not None:
+        return parsed.time()
     if raw in ("24:00", "24:00:00"):
         return time.max
     raise ValueError(f"{raw!r} is not a time like \"09:00:00\"")
