@@ -1,0 +1,121 @@
+"""A large task file is checked by worker processes; what the intake stores is the same as when every
+row is checked in one process: the same messages, the same rejections, the first of two rows with one
+unique message id kept."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlmodel import Session
+
+import tasks.intake as intake_module
+from models.db import insert_new, session_scope
+from models.tables import Message, Rejection, ShortLink
+from tasks.intake import MessageStore, intake
+from tests.files import phones, write_xlsx
+from tests.test_steps import make_task_from
+
+# Differ between any two tasks (ids, stamps) or between any two runs (short-link codes are random).
+NOT_COMPARED = {"id", "task_id", "created_at", "status_updated_at", "short_links", "text"}
+HEADER = ["phone", "text", "channel", "external id", "validity period", "unique message id", "variables", "use short links"]
+
+
+def task_file(tmp_path: Path, rows: int) -> Path:
+    numbers = phones(rows, start=uuid.uuid4().int % 8_000_000)
+    lines: list[list[Any]] = []
+    for i, number in enumerate(numbers):
+        lines.append([number, f"Hi {{name}}, order {i} is ready", "sms", f"crm-{i}", 60 + i % 100, f"u-{i}",
+                      json.dumps({"name": f"N{i}"}), "false"])
+    lines[7][0] = "not a phone"                      # a bad row
+    lines[20][5] = lines[3][5]                       # repeats row 5's unique message id
+    lines[150][5] = lines[140][5]                    # the same across two jobs
+    lines[30][4] = 5000                              # validity period out of range
+    lines[41][1] = "Hi {name}, see https://shop.example.com/winter?customer=41"
+    lines[41][7] = "true"                            # gets a short link
+    lines[60] = [None] * len(HEADER)                 # a blank row is skipped
+    return write_xlsx(tmp_path / f"task-{uuid.uuid4().hex[:6]}.xlsx", HEADER, lines)
+
+
+def stored(engine: Any, task_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    with Session(engine) as session:
+        messages = [
+            {k: v for k, v in row._mapping.items() if k not in NOT_COMPARED}
+            for row in session.execute(select(Message.__table__).where(Message.task_id == task_id).order_by(Message.row))
+        ]
+        rejections = [
+            {k: v for k, v in row._mapping.items() if k not in NOT_COMPARED}
+            for row in session.execute(
+                select(Rejection.__table__).where(Rejection.task_id == task_id).order_by(Rejection.row, Rejection.column))
+        ]
+        links = session.scalars(select(ShortLink.url).join(Message).where(Message.task_id == task_id)).all()
+    return messages, rejections, list(links)
+
+
+def test_file_checked_by_workers_is_stored_as_when_checked_in_one_process(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = task_file(tmp_path, 400)
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 1_000_000)
+    here = make_task_from(path)
+    assert intake.fn(here) == intake_module.IntakeResult(accepted=395, rejected=4, unknown_columns=[])
+
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
+    monkeypatch.setattr(intake_module, "JOB_ROWS", 37)
+    monkeypatch.setattr(intake_module, "CHUNK_ROWS", 90)
+    monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
+    started = []
+    real_pool = intake_module.ProcessPoolExecutor
+    monkeypatch.setattr(intake_module, "ProcessPoolExecutor", lambda *a, **k: started.append(1) or real_pool(*a, **k))
+    by_workers = make_task_from(path)
+    assert intake.fn(by_workers) == intake_module.IntakeResult(accepted=395, rejected=4, unknown_columns=[])
+    assert started == [1]
+
+    assert stored(engine, by_workers) == stored(engine, here)
+    messages, rejections, links = stored(engine, by_workers)
+    assert {(r["row"], r["code"]) for r in rejections} == {
+        (9, "invalid_phone"), (22, "duplicate_unique_message_id"), (152, "duplicate_unique_message_id"),
+        (32, "validity_period_out_of_range"),
+    }
+    assert [m["row"] for m in messages if m["unique_message_id"] == "u-3"] == [5]
+    assert links == ["https://shop.example.com/winter?customer=41"]
+
+
+def test_file_below_the_threshold_starts_no_workers(tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intake_module, "ProcessPoolExecutor", lambda *a, **k: pytest.fail("workers started for a small file"))
+    task_id = make_task_from(task_file(tmp_path, 200))
+    assert intake.fn(task_id).accepted == 195
+
+
+def test_messages_are_stored_by_the_workers_rows_as_insert_new_stores_them(tmp_path: Path, engine: Any) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("messages travel as sqlite3 rows on SQLite only")
+    task_id = make_task_from(write_xlsx(tmp_path / "one.xlsx", ["phone", "text"], [["+79161234567", "x"]]))
+
+    def message(row: int) -> dict[str, Any]:
+        values = {
+            "task_id": task_id, "row": row, "recipient": "+79161234567", "channel": "sms", "sender": "ACME", "text": "Привет",
+            "encoding": "UCS-2", "parts": 1, "fee": Decimal("2.5000"), "status": "CREATED", "status_description": "created, not sent",
+            "external_id": "e", "bulk_id": None, "group_id": "g", "flow_id": None, "variables": {"name": "Анна", "n": [1, 2]},
+            "template_id": None, "template_name": None, "short_links": None, "time_zone": "Europe/Moscow", "validity_period": 60,
+            "unique_message_id": "u", "not_before": datetime(2026, 11, 27, 6, 30, tzinfo=UTC), "params": {"priority": 2},
+            "attempts": 0, "poll_count": 0, "created_at": None, "status_updated_at": None,
+        }
+        return {k: v for k, v in values.items() if k in Message.__table__.c}
+
+    store = MessageStore("sqlite")
+    now = datetime(2026, 11, 26, 9, 0, 0, 123456, tzinfo=UTC)
+    with session_scope(engine) as session:
+        store.insert(session, [store.prepare(message(1000))], now)
+        insert_new(session, Message, [{**message(1001), "created_at": now, "status_updated_at": now}])
+    with Session(engine) as session:
+        result = session.connection().exec_driver_sql(
+            "SELECT * FROM message WHERE task_id = ? AND \"row\" >= 1000 ORDER BY \"row\"", (task_id,))
+        fast, slow = ({k: v for k, v in row._mapping.items() if k not in ("id", "row")} for row in result.all())
+    assert fast == slow
+    assert fast["created_at"] == "2026-11-26 09:00:00.123456" and json.loads(fast["variables"]) == {"name": "Анна", "n": [1, 2]}
