@@ -19,7 +19,7 @@ from notiflow.templates_cli import sender_app, template_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Multichannel notification campaigns on Prefect.")
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error line is never cut by the terminal width
 app.add_typer(template_app, name="template", help="Templates: create, list, search, show, update, delete.")
 app.add_typer(sender_app, name="sender", help="Registered sender names per channel.")
 

@@ -68,6 +68,16 @@ class OutOfRange(ValueError):
     """A well-formed value outside the column's limits."""
 
 
+def token(*, max_bytes: int) -> Callable[[Any], str]:
+    """An opaque id such as a device token: no spaces inside."""
+    def parse(value: Any) -> str:
+        result = text(max_bytes=max_bytes)(value)
+        if any(c.isspace() for c in result):
+            raise ValueError(f"{_quote(value)} contains spaces; a device token is one unbroken string")
+        return result
+    return parse
+
+
 def integer(low: int, high: int, unit: str = "") -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if isinstance(value, bool):
@@ -344,7 +354,7 @@ def _columns() -> tuple[Column, ...]:
                "+79161234567"),
         Column("prefix", recipient, text(max_chars=8), "phone prefix such as +1, applied to national numbers", "+7"),
         Column("email", recipient, email, "recipient e-mail address; required for email", "anna@example.com", required_for=mail),
-        Column("push registration id", recipient, text(max_bytes=4096), "device token; required for push", "fcm:dGVzdC10b2tlbg",
+        Column("push registration id", recipient, token(max_bytes=4096), "device token; required for push", "fcm:dGVzdC10b2tlbg",
                required_for=push),
         Column("external id", recipient, text(max_bytes=_UNIQUE), "recipient id in the customer's system, ≤ 10240 bytes", "crm-1001"),
         Column("client id", recipient, text(max_chars=255), "customer's platform id", "client-7"),

@@ -96,8 +96,9 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
         box.wait_for()
         return box
     name = f"ui campaign {uuid.uuid4().hex[:6]}"
-    rows = [[p, f"Winter sale {i}"] for i, p in enumerate(phones(700, start=uuid.uuid4().int % 9_000_000))]
-    path = write_xlsx(tmp_path / "ui-campaign.xlsx", ["phone", "text"], rows)
+    # Each row allows the whole day, so the campaign runs at any hour without a time limiter.
+    rows = [[p, f"Winter sale {i}", '[["00:00:00", "24:00:00"]]'] for i, p in enumerate(phones(700, start=uuid.uuid4().int % 9_000_000))]
+    path = write_xlsx(tmp_path / "ui-campaign.xlsx", ["phone", "text", "allowed time ranges"], rows)
 
     # Start notification-task from its form.
     page.goto(f"{base}/deployments")
@@ -108,13 +109,12 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
     field("Task File").fill(str(path))
     page.get_by_text("str", exact=True).first.click()  # Name: switch from None to a string
     field("Name (Optional)").fill(name)
-    field("Windows (Optional)").fill("00:00-24:00")  # the time limiter's first window
     page.get_by_role("button", name="Submit").click()
     # The UI returns to the deployment's page once the run is created.
     page.wait_for_url(re.compile(r"/deployments/deployment/[^/?]+(\?.*)?$"))
 
     task = wait_until(lambda: task_named(engine, name), timeout=120, interval=0.5, what="the run started from the form")
-    assert task.windows == ["00:00-24:00"]
+    assert task.windows == []  # no time limiter: the rows' own allowed time ranges apply
     page.goto(ui_url(task.flow_run_id))
     badge(page, "Running")
     page.get_by_text(name).first.wait_for()
