@@ -29,6 +29,7 @@ from providers.base import (
 )
 from tasks.lease import renew_lease
 from tasks.routing import provider_for
+from tasks.schedule import reschedule_closed
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
                 "validity period passed before the message could be sent",
                 "dispatch",
             )
+            # A window that closed while the message waited (a pause, carrier faults, a late wake-up).
+            expired += reschedule_closed(session, task_id, now)
             transition(
                 session,
                 and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now),

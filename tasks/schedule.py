@@ -90,18 +90,20 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
         q, d, e = _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value),
                               now, "validity period ran out while the task was paused")
         queued, delayed, expired = queued + q, delayed + d, expired + e
-        expired += reschedule_closed(session, planner, task_id, now)
+        expired += reschedule_closed(session, task_id, now)
     return ScheduleResult(queued=queued, delayed=delayed, expired=expired)
 
 
-def reschedule_closed(session: Session, planner: Planner, task_id: int, now: datetime) -> int:
+def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
     """Messages due but not handed over whose window has closed wait for the next window (DELAYED),
     or end EXPIRED when their validity period runs out first; returns how many expired."""
     closed = and_(
         Message.task_id == task_id, Message.status.in_(UNSENT_DUE), Message.handed_at.is_(None),
         Message.provider_message_id.is_(None), Message.window_ends_at <= now,
     )
-    _q, _d, expired = _reschedule(session, planner, closed, now,
+    if session.execute(select(Message.id).where(closed).limit(1)).first() is None:
+        return 0
+    _q, _d, expired = _reschedule(session, planner_for(session, task_id), closed, now,
                                   "its window closed before it was sent and its validity period ends before the next window opens")
     return expired
 

@@ -1,6 +1,7 @@
 """Scheduling rules, checked the way an operator verifies a plan: `notiflow check --now`, then the steps."""
 from __future__ import annotations
 
+import time as clock
 import uuid
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
@@ -12,10 +13,12 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
-from models.status import MessageStatus
+from models.status import Channel, MessageStatus
 from models.tables import Message
 from tasks.check import check_file
+from tasks.dispatch import dispatch
 from tasks.intake import intake
+from tasks.lease import take_lease
 from tasks.schedule import Planner, schedule
 from tasks.windows import NoWindow, Window, next_slot, parse_windows
 from tests.files import write_xlsx
@@ -157,6 +160,25 @@ def test_message_whose_window_closes_unsent_waits_for_the_next_or_expires(tmp_pa
     assert long.status == MessageStatus.DELAYED.value
     assert long.scheduled_at == utc("2026-11-27T09:00:00Z") and long.window_ends_at == utc("2026-11-27T11:00:00Z")
     assert long.expires_at == utc(NOW) + timedelta(minutes=2880)  # the expiry does not move
+
+
+def test_dispatch_never_hands_over_a_message_whose_window_just_closed(stack: Any, tmp_path: Path, engine: Any) -> None:
+    moscow = datetime.now(ZoneInfo("Europe/Moscow")).replace(microsecond=0)
+    closes = moscow + timedelta(seconds=3)
+    if moscow.hour == 0 or closes.date() != moscow.date():
+        pytest.skip("the window would cross local midnight")
+    window = f'[["00:00:00", "{closes:%H:%M:%S}"]]'
+    path = write_xlsx(tmp_path / "closing.xlsx", ["phone", "text", "allowed time ranges"], [["+79161234567", "hurry", window]])
+    task_id = make_task_from(path, windows=[])
+    intake.fn(task_id)
+    assert schedule.fn(task_id).queued == 1
+    owner = f"test-{uuid.uuid4().hex[:6]}"
+    take_lease.fn(task_id, owner)
+    clock.sleep((closes.astimezone(UTC) - datetime.now(UTC)).total_seconds() + 0.5)  # the run was slow to get here
+    result = dispatch.fn(task_id, owner, Channel.SMS)
+    (message,) = _messages(engine, task_id)
+    assert result.sent == 0 and message.status == MessageStatus.DELAYED.value
+    assert message.scheduled_at.astimezone(ZoneInfo("Europe/Moscow")).time() == time(0)  # tomorrow's window
 
 
 # --- property: a scheduled time is inside a window in the subscriber's zone -----------------------
