@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 from typing import Any
 
 import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber
 from phonenumbers import timezone as phone_zones
 
 from tasks.windows import zone_for
+
+# phonenumbers compiles its metadata's patterns on every use unless asked to keep them; a task file's
+# numbers use the same few hundred over and over.
+phonenumbers.enable_pattern_cache()
 
 _PHONE_PUNCTUATION = re.compile(r"[()\-./]")
 _EXTENSION = re.compile(r"(?:ext\.?|x|доб\.?|#)\d+$", re.IGNORECASE)
@@ -18,6 +24,8 @@ _NOT_DIGIT_OR_PLUS = re.compile(r"[^\d+]")
 _INTERNATIONAL_WITHOUT_PLUS = re.compile(r"\d{11,15}")
 # What most cells hold: nothing for the cleaning below to change, so it is skipped.
 _PLAIN = re.compile(r"\+?[0-9]+")
+# An international number as most files hold it: + and digits, no leading zero in the country code.
+_PLUS_AND_DIGITS = re.compile(r"\+([1-9][0-9]{2,19})")
 
 # (time zones of the number's E.164 prefix, country code, region, account zone) → (zone by prefix, zone by country).
 _ZONES: dict[tuple[tuple[str, ...], int | None, str | None, str], tuple[str, str]] = {}
@@ -51,12 +59,45 @@ def _valid_number(value: Any, region: str, prefix: str | None) -> tuple[phonenum
     elif _INTERNATIONAL_WITHOUT_PLUS.fullmatch(text):
         # A long number without + is international in every file we have seen (79123456789).
         text = "+" + text
-    number = phonenumbers.parse(text, region)
+    number = _parse(text, region)
     # phonenumbers.is_valid_number(number) is exactly these two calls; the region is needed again for the zone.
     number_region = phonenumbers.region_code_for_number(number)
     if not phonenumbers.is_valid_number_for_region(number, number_region):
         raise ValueError("is not a valid phone number")
     return number, number_region
+
+
+def _parse(text: str, region: str) -> PhoneNumber:
+    """phonenumbers.parse(text, region), without its general machinery for the usual "+<digits>" text.
+
+    For + and digits, parse takes the country code the digits start with (the shortest known one) and
+    keeps the rest as the national number, whatever the region. It only does more when the country's
+    national prefix starts the rest (it may strip it), when the rest starts with 0 (Italian leading
+    zeros) or has a length it refuses: those texts, and all others, go through parse itself.
+    """
+    match = _PLUS_AND_DIGITS.fullmatch(text)
+    if match is not None:
+        digits = match.group(1)
+        for length in (1, 2, 3):
+            country_code = int(digits[:length])
+            if country_code in COUNTRY_CODE_TO_REGION_CODE:
+                national = digits[length:]
+                prefix = _national_prefix(country_code)
+                if 2 <= len(national) <= 17 and national[0] != "0" and (prefix is None or not prefix.match(national)):
+                    return PhoneNumber(country_code=country_code, national_number=int(national))
+                break
+    return phonenumbers.parse(text, region)
+
+
+@cache
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """The pattern parse strips a national prefix by, for the country code's main region (None: no prefix)."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    if metadata is None:
+        return re.compile("")  # matches every number, which then goes through parse
+    pattern = metadata.national_prefix_for_parsing
+    return re.compile(pattern) if pattern else None
 
 
 def _digits(value: Any) -> str:

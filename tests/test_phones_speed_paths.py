@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
-from tasks.phones import subscriber
+from tasks.phones import _parse, subscriber
 from tasks.windows import zone_for
 
 
@@ -117,3 +117,24 @@ def test_any_digits_get_the_full_checks_result(head: str, tail: str, region: str
 @given(st.text(alphabet="0123456789+ -()./exEtTl:#\u00a0\u200e٣", max_size=20))
 def test_any_spreadsheet_spelling_gets_the_full_checks_result(cell: str) -> None:
     assert outcome(subscriber, cell, "RU", "Europe/Moscow") == outcome(full_check, cell, "RU", "Europe/Moscow")
+
+
+def test_plus_and_digits_parse_to_what_phonenumbers_parses() -> None:
+    texts = set()
+    for e164 in EXAMPLES:
+        digits = e164[1:]
+        texts.update({e164, f"+{digits[:-1]}", f"+{digits}0", f"+{digits}12345678"})
+    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+        # National prefixes (8, 0, 1, 0?15, ...) and leading zeros right after the country code.
+        for rest in ("8", "0", "00", "1", "15", "9", "81234", "0123456789", "8123456789", "1123456789", "9123456789", "15123456"):
+            texts.add(f"+{code}{rest}")
+            texts.add(f"+{code}{rest}4567")
+    assert len(texts) > 8000
+    for text in sorted(texts):
+        for region in ("RU", "US", "IT"):
+            assert outcome(_parse, text, region) == outcome(phonenumbers.parse, text, region), (text, region)
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=22), st.sampled_from(["RU", "US", "GB", "AR", "IT"]))
+def test_any_plus_and_digits_parse_to_what_phonenumbers_parses(digits: str, region: str) -> None:
+    assert outcome(_parse, f"+{digits}", region) == outcome(phonenumbers.parse, f"+{digits}", region)
