@@ -9,6 +9,7 @@ import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -427,8 +428,18 @@ def test_messages_lists_every_accepted_message(carrier: RunningCarrier) -> None:
     listed = carrier.http.get("/messages").json()["messages"]
 
     assert [m["ref"] for m in listed] == ["a"]
-    assert set(listed[0]) == {"ref", "id", "channel", "to", "sender", "text", "accepted_at", "status"}
+    assert set(listed[0]) == {"ref", "id", "channel", "to", "sender", "text", "accepted_at", "local_time", "status"}
     assert listed[0]["to"] == "+4915112345678" and listed[0]["text"] == "hello a"
+    # A German mobile has one zone: the carrier knows the handset's local time of arrival.
+    accepted = datetime.fromisoformat(listed[0]["accepted_at"].replace("Z", "+00:00"))
+    local = datetime.fromisoformat(listed[0]["local_time"])
+    assert local == accepted and local.utcoffset() == accepted.astimezone(ZoneInfo("Europe/Berlin")).utcoffset()
+
+
+def test_local_time_is_unknown_for_a_number_with_several_zones(carrier: RunningCarrier) -> None:
+    send(carrier, [sms("ru", to="+79161234567")])
+    (listed,) = [m for m in carrier.http.get("/messages").json()["messages"] if m["ref"] == "ru"]
+    assert listed["local_time"] is None
 
 
 def test_stats_count_requests_and_statuses(carrier: RunningCarrier) -> None:

@@ -5,6 +5,7 @@ All state lives in memory: a restart (or POST /reset) forgets every message, rep
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import logging
 import random
@@ -16,10 +17,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import httpx
+import phonenumbers
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from phonenumbers import timezone as phone_zones
 from pydantic import BaseModel, Field
 
 from models.status import Channel
@@ -142,12 +146,28 @@ class Message:
             "sender": self.sender,
             "text": self.text,
             "accepted_at": iso(self.accepted_at),
+            # What the handset's clock showed when the message arrived, where the number has one zone.
+            "local_time": _local_time(self.to, self.accepted_at),
             "status": self.status_at(now)[0],
         }
 
     def report(self, now: datetime) -> dict[str, Any]:
         status, description, since = self.status_at(now)
         return {"id": self.id, "ref": self.ref, "status": status, "description": description, "updated_at": iso(since)}
+
+
+@functools.lru_cache(maxsize=65536)
+def _handset_zone(to: str) -> ZoneInfo | None:
+    try:
+        zones = [z for z in phone_zones.time_zones_for_number(phonenumbers.parse(to)) if z != "Etc/Unknown"]
+    except phonenumbers.NumberParseException:
+        return None
+    return ZoneInfo(zones[0]) if len(zones) == 1 else None
+
+
+def _local_time(to: str, moment: datetime) -> str | None:
+    zone = _handset_zone(to) if to.startswith("+") else None
+    return moment.astimezone(zone).isoformat(timespec="milliseconds") if zone is not None else None
 
 
 @dataclass(eq=False)  # compared by identity: two identical batches are still two pushes
