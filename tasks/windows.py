@@ -2,16 +2,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from models.settings import DEFAULT_COUNTRY_ZONES
+from models.settings import get_settings
 
 DEFAULT_WINDOWS = ("09:00-20:00",)
-
-COUNTRY_ZONES = DEFAULT_COUNTRY_ZONES
 
 _WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*-\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*$")
 
@@ -56,13 +54,13 @@ def parse_windows(texts: Sequence[str]) -> list[Window]:
     return windows
 
 
-def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str,
-             country_zones: Mapping[str, str] = COUNTRY_ZONES) -> str:
-    """The subscriber's zone from the zones phonenumbers gives for the number."""
+def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str) -> str:
+    """The subscriber's zone from the zones phonenumbers gives for the number: the only one, else the
+    country's zone from NOTIFLOW_COUNTRY_ZONES, else the account's."""
     usable = [z for z in time_zones if z != "Etc/Unknown"]
     if len(usable) == 1:
         return usable[0]
-    return country_zones.get(region or "", account_zone)
+    return get_settings().country_zones.get(region or "", account_zone)
 
 
 class NoWindow(ValueError):
