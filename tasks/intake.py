@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import multiprocessing.connection
 import os
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -211,7 +213,7 @@ class Workers:
                 self.count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
             )
             for _ in range(self.count):  # the executor starts a process per call it is given
-                self._pool.submit(_start_worker)
+                self._pool.submit(os.getpid)
         return self._pool
 
     def close(self) -> None:
@@ -337,6 +339,16 @@ def _cpus() -> int:
 def _start_worker() -> None:
     # What the worker imported lives as long as it does: keep the collector from walking it again and again.
     gc.freeze()
+    # A killed intake process (a cancelled or crashed flow run) leaves its workers waiting for jobs
+    # forever unless they watch for it.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="watch intake process", daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 @contextmanager

@@ -4,6 +4,10 @@ unique message id kept."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -119,3 +123,39 @@ def test_messages_are_stored_by_the_workers_rows_as_insert_new_stores_them(tmp_p
         fast, slow = ({k: v for k, v in row._mapping.items() if k not in ("id", "row")} for row in result.all())
     assert fast == slow
     assert fast["created_at"] == "2026-11-26 09:00:00.123456" and json.loads(fast["variables"]) == {"name": "Анна", "n": [1, 2]}
+
+
+def test_workers_end_when_the_intake_process_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "intake_process.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import tasks.intake as intake\n"
+        "if __name__ == '__main__':\n"
+        "    intake._cpus = lambda: 2\n"
+        "    pool = intake.Workers().start()\n"
+        "    print(*sorted({pool.submit(os.getpid).result() for _ in range(20)}), flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    root = Path(__file__).parent.parent
+    with (tmp_path / "stderr.txt").open("w") as stderr:  # also the killed process's resource tracker's, which warns
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=root,
+                                   env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        assert process.stdout is not None
+        workers = [int(pid) for pid in process.stdout.readline().split()]
+        assert workers and process.pid not in workers, (tmp_path / "stderr.txt").read_text()
+    finally:
+        process.kill()
+        process.wait()
+    deadline = time.monotonic() + 30
+    while any(_running(pid) for pid in workers):
+        assert time.monotonic() < deadline, f"workers {workers} outlived the killed intake process"
+        time.sleep(0.1)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
