@@ -10,6 +10,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber
 from phonenumbers import timezone as phone_zones
 
+from models.settings import Settings, get_settings
 from tasks.windows import zone_for
 
 # phonenumbers compiles its metadata's patterns on every use unless asked to keep them; a task file's
@@ -27,8 +28,9 @@ _PLAIN = re.compile(r"\+?[0-9]+")
 # An international number as most files hold it: + and digits, no leading zero in the country code.
 _PLUS_AND_DIGITS = re.compile(r"\+([1-9][0-9]{2,19})")
 
-# (time zones of the number's E.164 prefix, country code, region, account zone) → (zone by prefix, zone by country).
-_ZONES: dict[tuple[tuple[str, ...], int | None, str | None, str], tuple[str, str]] = {}
+# (time zones of the number's E.164 prefix, country code, region, account zone) → (zone by prefix, zone by
+# country), for the settings object whose country table zone_for read.
+_ZONES: tuple[Settings | None, dict[tuple[tuple[str, ...], int | None, str | None, str], tuple[str, str]]] = (None, {})
 
 
 def subscriber(value: Any, region: str, account_zone: str, prefix: str | None = None) -> tuple[str, str]:
@@ -145,12 +147,16 @@ def _zone(number: phonenumbers.PhoneNumber, number_region: str | None, account_z
     region, which key the cache; the type (as costly as the validity check) is only worked out when
     the two candidates differ. A Russian mobile number gets Europe/Moscow either way.
     """
+    global _ZONES
+    settings, cache = _ZONES
+    if settings is not get_settings():  # zone_for's country table is a setting
+        settings, cache = _ZONES = get_settings(), {}
     by_prefix_zones = phone_zones.time_zones_for_geographical_number(number)
     key = (by_prefix_zones, number.country_code, number_region, account_zone)
-    zones = _ZONES.get(key)
+    zones = cache.get(key)
     if zones is None:
         by_country_zones = phone_zones._country_level_time_zones_for_number(number)
-        zones = _ZONES[key] = (
+        zones = cache[key] = (
             zone_for(by_prefix_zones, number_region, account_zone), zone_for(by_country_zones, number_region, account_zone),
         )
     by_prefix, by_country = zones

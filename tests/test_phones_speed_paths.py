@@ -2,8 +2,10 @@
 number exactly what the full check gives: the same E.164 number and zone, or the same refusal."""
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import phonenumbers
@@ -12,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
+from models.settings import get_settings
 from tasks.phones import _parse, subscriber
 from tasks.windows import zone_for
 
@@ -138,3 +141,24 @@ def test_plus_and_digits_parse_to_what_phonenumbers_parses() -> None:
 @given(st.text(alphabet="0123456789", min_size=1, max_size=22), st.sampled_from(["RU", "US", "GB", "AR", "IT"]))
 def test_any_plus_and_digits_parse_to_what_phonenumbers_parses(digits: str, region: str) -> None:
     assert outcome(_parse, f"+{digits}", region) == outcome(phonenumbers.parse, f"+{digits}", region)
+
+
+@pytest.fixture
+def country_zones(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[dict[str, str]], None]]:
+    def use(table: dict[str, str]) -> None:
+        monkeypatch.setenv("NOTIFLOW_COUNTRY_ZONES", json.dumps(table))
+        get_settings.cache_clear()
+
+    yield use
+    monkeypatch.undo()
+    get_settings.cache_clear()
+
+
+def test_a_changed_country_zone_table_is_used_at_once(country_zones: Callable[[dict[str, str]], None]) -> None:
+    toll_free = "+18002345678"  # no area code: the zone is the country's
+    country_zones({"US": "America/Chicago"})
+    assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "America/Chicago")
+    country_zones({"US": "America/Denver"})
+    assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "America/Denver")
+    country_zones({})
+    assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "Europe/Moscow")
