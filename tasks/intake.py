@@ -260,7 +260,8 @@ class MessageStore:
         """The message as it travels to the process that stores it."""
         if self.form != "sqlite":
             return message
-        layout = self._layout(tuple(message))
+        keys = tuple(message)
+        layout = self._layouts.get(keys) or self._layout(keys)
         return message if layout is None else (layout.keys, layout.values(message))
 
     def insert(self, session: Session, prepared: list[Any], now: Any) -> None:
@@ -297,9 +298,13 @@ class _SQLiteLayout:
         converters = [Message.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
         self.keys, self.sql = keys, sql
         self._pick = itemgetter(*names)
-        self._converters = [(position, convert) for position, convert in enumerate(converters) if convert is not None]
         self.stamp_positions = [names.index(name) for name in stamps]
         self._convert_stamp = converters[self.stamp_positions[0]] or (lambda value: value)
+        # The stamps are set later; most other values are None, which most columns store as NULL unconverted.
+        self._converters = [
+            (position, convert, convert(None) is None) for position, convert in enumerate(converters)
+            if convert is not None and position not in self.stamp_positions
+        ]
 
     @classmethod
     def of(cls, keys: tuple[str, ...], stamps: tuple[str, ...]) -> _SQLiteLayout | None:
@@ -313,8 +318,10 @@ class _SQLiteLayout:
 
     def values(self, message: dict[str, Any]) -> list[Any]:
         row = list(self._pick(message))
-        for position, convert in self._converters:
-            row[position] = convert(row[position])
+        for position, convert, none_stays_none in self._converters:
+            value = row[position]
+            if value is not None or not none_stays_none:
+                row[position] = convert(value)
         return row
 
     def stamp(self, now: Any) -> Any:

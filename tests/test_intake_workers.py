@@ -96,6 +96,35 @@ def test_file_below_the_threshold_starts_no_workers(tmp_path: Path, engine: Any,
     assert intake.fn(task_id).accepted == 195
 
 
+def test_workers_started_for_a_large_file_on_disk_with_few_rows_are_stopped_unused(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(intake_module, "POOL_EARLY_BYTES", 0)
+    monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
+    pools: list[Any] = []
+
+    class RecordedPool(intake_module.ProcessPoolExecutor):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.jobs: list[Any] = []
+            pools.append(self)
+
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            self.jobs.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+        def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            self.jobs.append("shutdown")
+            super().shutdown(*args, **kwargs)
+
+    monkeypatch.setattr(intake_module, "ProcessPoolExecutor", RecordedPool)
+    task_id = make_task_from(task_file(tmp_path, 200))
+    assert intake.fn(task_id).accepted == 195
+    (pool,) = pools
+    assert intake_module.check_rows not in pool.jobs  # every row was checked in this process
+    assert pool.jobs[-1] == "shutdown"  # and the workers were stopped
+
+
 def test_messages_are_stored_by_the_workers_rows_as_insert_new_stores_them(tmp_path: Path, engine: Any) -> None:
     if engine.dialect.name != "sqlite":
         pytest.skip("messages travel as sqlite3 rows on SQLite only")
