@@ -9,6 +9,7 @@ from typing import Any
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber
 from phonenumbers import timezone as phone_zones
+from phonenumbers.phonenumberutil import _is_number_matching_desc as _matches_kind
 
 from models.settings import Settings, get_settings
 from tasks.windows import zone_for
@@ -28,6 +29,8 @@ _PLAIN = re.compile(r"\+?[0-9]+")
 # An international number as most files hold it: + and digits, no leading zero in the country code.
 _PLUS_AND_DIGITS = re.compile(r"\+([1-9][0-9]{2,19})")
 
+# id(region metadata) → (the metadata, kept alive so the id stays its own; its kinds of number, likeliest first).
+_KINDS: dict[int, tuple[Any, tuple[Any, ...]]] = {}
 # (time zones of the number's E.164 prefix, country code, region, account zone) → (zone by prefix, zone by
 # country), for the settings object whose country table zone_for read.
 _ZONES: tuple[Settings | None, dict[tuple[tuple[str, ...], int | None, str | None, str], tuple[str, str]]] = (None, {})
@@ -62,9 +65,9 @@ def _valid_number(value: Any, region: str, prefix: str | None) -> tuple[phonenum
         # A long number without + is international in every file we have seen (79123456789).
         text = "+" + text
     number = _parse(text, region)
-    # phonenumbers.is_valid_number(number) is exactly these two calls; the region is needed again for the zone.
+    # phonenumbers.is_valid_number(number) is these two calls; the region is needed again for the zone.
     number_region = phonenumbers.region_code_for_number(number)
-    if not phonenumbers.is_valid_number_for_region(number, number_region):
+    if not _is_valid_for_region(number, number_region):
         raise ValueError("is not a valid phone number")
     return number, number_region
 
@@ -100,6 +103,36 @@ def _national_prefix(country_code: int) -> re.Pattern[str] | None:
         return re.compile("")  # matches every number, which then goes through parse
     pattern = metadata.national_prefix_for_parsing
     return re.compile(pattern) if pattern else None
+
+
+def _is_valid_for_region(number: PhoneNumber, region: str | None) -> bool:
+    """phonenumbers.is_valid_number_for_region(number, region), trying the usual kinds of number first.
+
+    phonenumbers calls a number valid when its type is known: it matches the region's general pattern
+    and one of the kinds' patterns, tried premium rate first and mobile last (mobile only when its
+    pattern differs from fixed line's). Whether any matches does not depend on the order, so mobile
+    and fixed line, what task files hold, are tried first.
+    """
+    if region is None:
+        return False
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region.upper())
+    if metadata is None or (
+        region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and number.country_code != phonenumbers.country_code_for_valid_region(region)
+    ):
+        return False
+    national = phonenumbers.national_significant_number(number)
+    if not _matches_kind(national, metadata.general_desc):
+        return False
+    kinds = _KINDS.get(id(metadata))
+    if kinds is None:
+        mobile = () if metadata.same_mobile_and_fixed_line_pattern else (metadata.mobile,)
+        kinds = _KINDS[id(metadata)] = (metadata, (*mobile, metadata.fixed_line, metadata.premium_rate, metadata.toll_free,
+                                                   metadata.shared_cost, metadata.voip, metadata.personal_number,
+                                                   metadata.pager, metadata.uan, metadata.voicemail))
+    for kind in kinds[1]:
+        if kind is not None and _matches_kind(national, kind):
+            return True
+    return False
 
 
 def _digits(value: Any) -> str:

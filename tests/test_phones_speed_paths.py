@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
 from models.settings import get_settings
-from tasks.phones import _parse, subscriber
+from tasks.phones import _is_valid_for_region, _parse, subscriber
 from tasks.windows import zone_for
 
 
@@ -162,3 +162,21 @@ def test_a_changed_country_zone_table_is_used_at_once(country_zones: Callable[[d
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "America/Denver")
     country_zones({})
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "Europe/Moscow")
+
+
+def test_validity_is_phonenumbers_validity_for_every_kind_of_number() -> None:
+    numbers = []
+    for e164 in EXAMPLES:
+        digits = e164[1:]
+        for text in (e164, f"+{digits[:-1]}", f"+{digits}0", f"+{digits[:-1]}{(int(digits[-1]) + 5) % 10}"):
+            try:
+                numbers.append(phonenumbers.parse(text, None))
+            except phonenumbers.NumberParseException:
+                pass
+    valid = 0
+    for number in numbers:
+        region = phonenumbers.region_code_for_number(number)
+        for asked in {region, "US", "RU", "001", None}:
+            assert _is_valid_for_region(number, asked) == phonenumbers.is_valid_number_for_region(number, asked), (number, asked)
+        valid += phonenumbers.is_valid_number(number)
+    assert valid > 1000 and len(numbers) - valid > 1000
