@@ -121,7 +121,7 @@ def test_workers_started_for_a_large_file_on_disk_with_few_rows_are_stopped_unus
     task_id = make_task_from(task_file(tmp_path, 200))
     assert intake.fn(task_id).accepted == 195
     (pool,) = pools
-    assert intake_module.check_rows not in pool.jobs  # every row was checked in this process
+    assert intake_module._check_in_worker not in pool.jobs  # every row was checked in this process
     assert pool.jobs[-1] == "shutdown"  # and the workers were stopped
 
 
