@@ -13,8 +13,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import phonenumbers
+from phonenumbers import timezone as phone_zones
 
 from models.errors import TaskFileError
+from models.settings import get_settings
 from models.status import Channel
 from tasks.columns import (
     ALIASES,
@@ -198,10 +200,20 @@ def validate_rows(
     With a `directory`, rows may name a stored template and a `from` must be a registered sender;
     without one (a file checked with no database at hand) neither is looked up.
     """
+    strict = get_settings().strict_local_time
     for number, values in rows:
         if not any(v not in (None, "") for v in values):
             continue
-        yield _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender, directory)
+        result = _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender, directory)
+        if strict and isinstance(result, ValidRow) and result.recipient.startswith("+"):
+            result.time_zones = candidate_zones(result.recipient)
+        yield result
+
+
+def candidate_zones(e164: str) -> tuple[str, ...]:
+    """Every zone a number may be in, when there are several (strict local time needs them all)."""
+    zones = tuple(z for z in phone_zones.time_zones_for_number(phonenumbers.parse(e164)) if z != "Etc/Unknown")
+    return zones if len(zones) > 1 else ()
 
 
 def keep_first_unique(results: Iterable[ValidRow | list[RowError]]) -> Iterator[ValidRow | list[RowError]]:

@@ -134,6 +134,20 @@ def test_strict_local_time_needs_the_window_in_every_zone() -> None:
         next_slot(utc(NOW), parse_windows(["09:00-10:00"]), ["Europe/Moscow", "America/New_York"])
 
 
+def test_strict_local_time_from_the_setting_plans_a_russian_mobile_for_every_zone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from models.settings import get_settings
+
+    monkeypatch.setenv("NOTIFLOW_STRICT_LOCAL_TIME", "1")
+    get_settings.cache_clear()
+    try:
+        strict = plan(tmp_path, [], [], now="2026-11-26T03:00:00Z")
+    finally:
+        monkeypatch.delenv("NOTIFLOW_STRICT_LOCAL_TIME")
+        get_settings.cache_clear()
+    assert strict["scheduled_at"] == "2026-11-26T07:00:00Z"  # 09:00 in Kaliningrad, 19:00 in Anadyr
+    assert plan(tmp_path, [], [], now="2026-11-26T03:00:00Z")["scheduled_at"] == "2026-11-26T06:00:00Z"
+
+
 # --- the window closing before a message is handed over -------------------------------------------
 
 def _messages(engine: Any, task_id: int) -> list[Message]:
