@@ -51,10 +51,12 @@ from tasks.validate import (
 
 CHUNK_ROWS = 5000
 # A file with fewer rows is checked in this process: starting workers (each imports this module,
-# about 2 s) costs more than they save. Tests lower it to send a small file through the workers.
-POOL_MIN_ROWS = 20_000
+# about 2 s) costs more than they save. Measured on 2 cores with short rows: 20,000 rows took 1.1 s
+# here and 2.3 s with workers started after reading ahead; 50,000 rows (workers started early) 3.5 s
+# here and 3.0 s with workers; 200,000 rows 10.9 s and 8.1 s. Tests lower it to use the workers.
+POOL_MIN_ROWS = 50_000
 # A file this large on disk starts its workers before it is read, so they import while it loads
-# (a million-row .xlsx of 25 MB takes about 7 s to load).
+# (a million-row .xlsx of 25 MB takes about 5 s to load).
 POOL_EARLY_BYTES = 1 << 20
 # Rows per job sent to a worker, and jobs a worker may have waiting: enough to keep the workers busy
 # while this process stores a chunk, few enough that the rows in flight stay a few megabytes.
@@ -417,9 +419,6 @@ def _message(
         "time_zone": row.time_zone,
         "validity_period": row.validity_period,
         "unique_message_id": row.unique_message_id,
-        "not_before": row.not_before,
-        "windows": " ".join(row.windows) if row.windows else None,
-        "time_zones": " ".join(row.time_zones) if len(row.time_zones) > 1 else None,
         "params": row.params or None,
         "attempts": 0,
         "poll_count": 0,
