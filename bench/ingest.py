@@ -5,7 +5,7 @@ read-only iteration of the same file (the baseline), each in its own process for
 
 The task file is written once and cached in bench/.cache (outside git). Peak memory is the largest
 sum of the resident sizes of the measured process and every process it started (the intake's
-workers), sampled every 50 ms; the measured process's own peak is printed beside it.
+workers), sampled every 100 ms; the measured process's own peak is printed beside it.
 """
 from __future__ import annotations
 
@@ -78,8 +78,8 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _tree_rss_mib(pid: int) -> float:
-    """Resident memory of `pid` and all its descendants (Linux /proc)."""
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -90,12 +90,19 @@ def _tree_rss_mib(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(parent, []).append(int(entry))
-    total, todo = 0, [pid]
+    tree, todo = [], [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
         todo.extend(children.get(current, []))
+    return tree
+
+
+def _rss_mib(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
         try:
-            with open(f"/proc/{current}/statm") as handle:
+            with open(f"/proc/{pid}/statm") as handle:
                 total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, IndexError, ValueError):
             continue
@@ -127,9 +134,13 @@ def measure(target: Callable[[str, Any], None], path: Path) -> dict[str, Any]:
 
     def sample() -> None:
         nonlocal peak
+        tick = 0
         while not done.is_set():
-            peak = max(peak, _tree_rss_mib(process.pid))  # type: ignore[arg-type]
-            done.wait(0.05)
+            if tick % 10 == 0:  # the processes of the tree change rarely; listing /proc costs
+                tree = _tree(process.pid)  # type: ignore[arg-type]
+            peak = max(peak, _rss_mib(tree))
+            tick += 1
+            done.wait(0.1)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
