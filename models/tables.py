@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -49,6 +50,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY; elsewhere a message table outgrows 32 bits.
 _BIGINT_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _partial_index(name: str, present: str, *columns: str) -> Index:
+    """An index of the rows where `present` is set, on SQLite and PostgreSQL alike."""
+    where = text(f"{present} IS NOT NULL")
+    return Index(name, *columns, sqlite_where=where, postgresql_where=where)
 
 
 def _ts(**kwargs: Any) -> Any:
@@ -92,7 +99,11 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("task_id", "row", "channel", name="uq_message_task_row_channel"),
         Index("ix_message_task_status_scheduled", "task_id", "status", "scheduled_at"),
-        Index("ix_message_task_poll", "task_id", "next_poll_at"),
+        # Partial indexes: these columns are empty for most of a message's life (all of it at intake,
+        # where a million rows are inserted), and every query on them asks for a value.
+        _partial_index("ix_message_task_poll", "next_poll_at", "task_id", "next_poll_at"),
+        _partial_index("ix_message_provider_message_id", "provider_message_id", "provider_message_id"),
+        _partial_index("ix_message_template_id", "template_id", "template_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
@@ -109,14 +120,14 @@ class Message(SQLModel, table=True):
     status: MessageStatus = Field(default=MessageStatus.CREATED, sa_column=Column(String(16), nullable=False))
     status_description: str = Field(default="", sa_column=Column(Text, nullable=False))
     provider: str | None = Field(default=None, sa_column=Column(String(32)))
-    provider_message_id: str | None = Field(default=None, sa_column=Column(String(128), index=True))
+    provider_message_id: str | None = Field(default=None, sa_column=Column(String(128)))
     external_id: str | None = Field(default=None, sa_column=Column(Text))
     bulk_id: str | None = Field(default=None, sa_column=Column(String(255)))
     group_id: str | None = Field(default=None, sa_column=Column(String(255)))
     flow_id: str | None = Field(default=None, sa_column=Column(String(255)))
     variables: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
     time_zone: str | None = Field(default=None, sa_column=Column(String(64)))
-    template_id: int | None = Field(default=None, index=True)
+    template_id: int | None = None
     # Short links that replaced the text's URLs, space-separated (their clicks live in short_link).
     short_links: str | None = Field(default=None, sa_column=Column(Text))
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
