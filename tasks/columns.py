@@ -106,10 +106,6 @@ def choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
-def boolean(value: Any) -> bool:
-    return parse_bool(value)
-
-
 def json_value(kind: type | None = None, *, max_bytes: int | None = None, example: str = "",
                check: Callable[[Any], None] | None = None) -> Callable[[Any], Any]:
     """JSON text; `kind` dict or list demands an object or a list."""
@@ -385,12 +381,12 @@ def _columns() -> tuple[Column, ...]:
         Column("message preview", content, json_value(dict, example='{"text": "Sale", "image_url": "https://example.com/a.png"}', check=_check_preview),
                'JSON {"text": .., "image_url": ..}', '{"text": "Your order", "image_url": "https://example.com/order.png"}'),
         Column("data structure", content, json_value(example='{"blocks": []}'), "JSON message structure", '{"blocks": []}'),
-        Column("use short links", content, boolean, "true/false: replace URLs in the text with tracked short links", False),
+        Column("use short links", content, parse_bool, "true/false: replace URLs in the text with tracked short links", False),
         # Channel and routing
         Column("channel", routing, choice(*(c.value for c in Channel)), f"one of {_ALL_CHANNELS}; default sms", "sms"),
         Column("channels", routing, json_value(list, example='["viber", "sms"]', check=_check_channels),
                "JSON list of channels (cascade order); the first is used when channel is empty", '["viber", "sms"]'),
-        Column("required", routing, boolean, "true/false: send on this channel even if another delivered", False),
+        Column("required", routing, parse_bool, "true/false: send on this channel even if another delivered", False),
         Column("send order", routing, choice("sequential", "parallel"), "sequential (cascade, default) or parallel", "sequential"),
         Column("priority", routing, choice("high", "normal", "low"), "high, normal (default), low", "normal"),
         Column("from", routing, text(max_chars=64), "registered sender name (notiflow sender list); default the account's sender",
@@ -405,7 +401,7 @@ def _columns() -> tuple[Column, ...]:
         Column("chat session id", routing, text(max_chars=255), "existing chat session", None),
         Column("chat session name", routing, text(max_chars=255), "operator chat session name; required for chat", "Order questions",
                required_for=chat),
-        Column("continue last or start new session", routing, boolean,
+        Column("continue last or start new session", routing, parse_bool,
                "true = continue an existing session, false = new; required for chat", True, required_for=chat),
         Column("group id", routing, text(max_chars=255), "grouping id", None),
         Column("bulk id", routing, text(max_chars=255), "batch id shared by a batch of messages", None),
@@ -432,7 +428,7 @@ def _columns() -> tuple[Column, ...]:
         Column("send rules", extras, json_value(dict, example='{"max_per_day": 1}'), "JSON object", None),
         Column("payment data", extras, json_value(dict, example='{"card_number": "...", "transaction_id": "..."}', check=_check_payment),
                'JSON {"card_number": .., "transaction_id": ..}; only the last four card digits are kept', None),
-        Column("force send", extras, boolean, "true/false", None),
+        Column("force send", extras, parse_bool, "true/false", None),
         Column("send mode", extras, choice("auto", "manual"), "auto or manual", None),
         Column("send status", extras, choice("sent", "failed", "pending"), "sent, failed, pending (import of historic messages)", None),
         Column("notes", extras, text(), "free text", None),

@@ -123,16 +123,3 @@ def next_slot(earliest: datetime, windows: Sequence[Window], zones: Sequence[str
             return Slot(moment, min(s.end for s in slots))
         moment = start
     raise NoWindow(f"no moment lies inside the windows ({', '.join(map(str, windows))}) in every one of the zones {', '.join(zones)}")
-
-
-def next_send_time(earliest: datetime, windows: Sequence[Window], zone: str) -> datetime:
-    """The first instant at or after `earliest` (aware) that lies inside one of the windows, in UTC."""
-    return next_slot(earliest, windows, [zone]).start
-
-
-def ranges_to_windows(ranges: Sequence[Sequence[str]]) -> list[str]:
-    """The spec's `allowed time ranges` ([["09:00:00", "20:00:00"], ...]) in the task limiter's
-    "HH:MM:SS-HH:MM:SS" form, checked by parse_windows."""
-    texts = [f"{start}-{end}" for start, end in ranges]
-    parse_windows(texts)
-    return texts

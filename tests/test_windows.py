@@ -5,7 +5,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tasks.windows import next_send_time, parse_windows, zone_for
+from tasks.windows import Window, next_slot, parse_windows, zone_for
+
+
+def next_send_time(earliest: datetime, windows: list[Window], zone: str) -> datetime:
+    return next_slot(earliest, windows, [zone]).start
 
 
 def utc(text: str) -> datetime:
