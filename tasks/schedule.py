@@ -43,6 +43,15 @@ class ScheduleResult:
     expired: int = 0
 
 
+@dataclass
+class _Tally:
+    """How many messages a scheduling pass queued, delayed and expired."""
+
+    queued: int = 0
+    delayed: int = 0
+    expired: int = 0
+
+
 @dataclass(frozen=True)
 class Planner:
     """Where a message's windows come from, and in which zones they must hold."""
@@ -85,13 +94,12 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
     now = now or utcnow()
     with session_scope() as session:
         planner = planner_for(session, task_id)
-        created = and_(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value)
-        queued, delayed, expired = _schedule_created(session, planner, created, now)
-        q, d, e = _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value),
-                              now, "validity period ran out while the task was paused")
-        queued, delayed, expired = queued + q, delayed + d, expired + e
-        expired += reschedule_closed(session, task_id, now)
-    return ScheduleResult(queued=queued, delayed=delayed, expired=expired)
+        tally = _Tally()
+        _schedule_created(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value), now, tally)
+        _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value), now,
+                    "validity period ran out while the task was paused", tally)
+        tally.expired += reschedule_closed(session, task_id, now)
+    return ScheduleResult(queued=tally.queued, delayed=tally.delayed, expired=tally.expired)
 
 
 def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
@@ -103,54 +111,54 @@ def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
     )
     if session.execute(select(Message.id).where(closed).limit(1)).first() is None:
         return 0
-    _q, _d, expired = _reschedule(session, planner_for(session, task_id), closed, now,
-                                  "its window closed before it was sent and its validity period ends before the next window opens")
-    return expired
+    tally = _Tally()
+    _reschedule(session, planner_for(session, task_id), closed, now,
+                "its window closed before it was sent and its validity period ends before the next window opens", tally)
+    return tally.expired
 
 
-def _schedule_created(session: Session, planner: Planner, created: ColumnElement[bool], now: datetime) -> tuple[int, int, int]:
-    queued = delayed = expired = 0
+def _schedule_created(session: Session, planner: Planner, created: ColumnElement[bool], now: datetime, tally: _Tally) -> None:
     for group in session.execute(select(*_GROUP, Message.validity_period).where(created).distinct()).all():
         *inputs, validity = group
         in_group = and_(created, _same(inputs), Message.validity_period == validity)
-        try:
-            slot = planner.slot(now, *inputs)
-        except NoWindow as exc:
-            expired += transition(session, in_group, MessageStatus.EXPIRED, f"never sent: {exc}", "schedule")
-            continue
-        due = slot.start <= now
-        moved = transition(
-            session, in_group, MessageStatus.QUEUED if due else MessageStatus.DELAYED, _waiting(slot, inputs[0], due), "schedule",
-            scheduled_at=slot.start, window_ends_at=slot.end, expires_at=slot.start + timedelta(minutes=validity),
-        )
-        if due:
-            queued += moved
-        else:
-            delayed += moved
-    return queued, delayed, expired
+        slot = _slot_or_expire(session, planner, in_group, now, inputs, tally)
+        if slot is not None:
+            _move(session, in_group, slot, inputs[0], now, tally, expires_at=slot.start + timedelta(minutes=validity))
 
 
-def _reschedule(session: Session, planner: Planner, condition: ColumnElement[bool], now: datetime, expiry_reason: str) -> tuple[int, int, int]:
+def _reschedule(session: Session, planner: Planner, condition: ColumnElement[bool], now: datetime, expiry_reason: str,
+                tally: _Tally) -> None:
     """Give held or late messages their next slot, keeping their expiry."""
-    queued = delayed = expired = 0
     for inputs in session.execute(select(*_GROUP).where(condition).distinct()).all():
         in_group = and_(condition, _same(inputs))
-        try:
-            slot = planner.slot(now, *inputs)
-        except NoWindow as exc:
-            expired += transition(session, in_group, MessageStatus.EXPIRED, f"never sent: {exc}", "schedule")
+        slot = _slot_or_expire(session, planner, in_group, now, inputs, tally)
+        if slot is None:
             continue
-        expired += transition(session, and_(in_group, Message.expires_at <= slot.start), MessageStatus.EXPIRED, expiry_reason, "schedule")
-        due = slot.start <= now
-        moved = transition(
-            session, in_group, MessageStatus.QUEUED if due else MessageStatus.DELAYED, _waiting(slot, inputs[0], due), "schedule",
-            scheduled_at=slot.start, window_ends_at=slot.end,
-        )
-        if due:
-            queued += moved
-        else:
-            delayed += moved
-    return queued, delayed, expired
+        tally.expired += transition(session, and_(in_group, Message.expires_at <= slot.start), MessageStatus.EXPIRED, expiry_reason, "schedule")
+        _move(session, in_group, slot, inputs[0], now, tally)
+
+
+def _slot_or_expire(session: Session, planner: Planner, in_group: ColumnElement[bool], now: datetime, inputs: Sequence[Any],
+                    tally: _Tally) -> Slot | None:
+    """The group's next slot; a group whose windows never meet in all its zones is EXPIRED instead."""
+    try:
+        return planner.slot(now, *inputs)
+    except NoWindow as exc:
+        tally.expired += transition(session, in_group, MessageStatus.EXPIRED, f"never sent: {exc}", "schedule")
+        return None
+
+
+def _move(session: Session, in_group: ColumnElement[bool], slot: Slot, zone: str, now: datetime, tally: _Tally, **values: Any) -> None:
+    """QUEUED if the slot has begun, else DELAYED until it does."""
+    due = slot.start <= now
+    moved = transition(
+        session, in_group, MessageStatus.QUEUED if due else MessageStatus.DELAYED, _waiting(slot, zone, due), "schedule",
+        scheduled_at=slot.start, window_ends_at=slot.end, **values,
+    )
+    if due:
+        tally.queued += moved
+    else:
+        tally.delayed += moved
 
 
 def _same(inputs: Sequence[Any]) -> ColumnElement[bool]:

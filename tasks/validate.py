@@ -304,6 +304,8 @@ def _validate_row(
 
 def _not_before(values: dict[str, Any], account_zone: str) -> datetime | None:
     """The latest of `send at` and `start date` + `start time`; a time without an offset is the account's."""
+    if "send at" not in values and "start date" not in values and "start time" not in values:
+        return None  # most rows: nothing to work out
     zone = ZoneInfo(account_zone)
     moments = []
     if "send at" in values:
@@ -311,8 +313,7 @@ def _not_before(values: dict[str, Any], account_zone: str) -> datetime | None:
     if "start date" in values or "start time" in values:
         day = date.fromisoformat(values["start date"]) if "start date" in values else datetime.now(zone).date()
         moments.append(datetime.combine(day, time.fromisoformat(values.get("start time", "00:00:00"))))
-    aware = [m if m.tzinfo is not None else m.replace(tzinfo=zone) for m in moments]
-    return max(aware).astimezone(UTC) if aware else None
+    return max(m if m.tzinfo is not None else m.replace(tzinfo=zone) for m in moments).astimezone(UTC)
 
 
 def _code(name: str) -> str:
