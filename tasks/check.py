@@ -45,10 +45,9 @@ def check_file(
             accepted += 1
             text, _links = sent_text(result, smart=settings.smart_encoding, link_base=settings.public_url or settings.api_url)
             encoding, units, parts = count(text)
-            windows = " ".join(result.windows) if result.windows else None
-            candidates = " ".join(result.time_zones) if len(result.time_zones) > 1 else None
             try:
-                slot = planner.slot(now, result.time_zone, candidates, windows, result.template_id, result.not_before)
+                slot = planner.slot(now, result.time_zone, result.stored_time_zones, result.stored_windows, result.template_id,
+                                    result.not_before)
             except NoWindow as exc:
                 scheduled_at = expires_at = None
                 never_sent: str | None = str(exc)

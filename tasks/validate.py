@@ -101,6 +101,15 @@ class ValidRow:
     windows: list[str] | None = None
     # Every zone the number may be in, when there are several (used with strict local time).
     time_zones: tuple[str, ...] = ()
+
+    @property
+    def stored_windows(self) -> str | None:
+        """The row's windows as the message stores them and the planner reads them."""
+        return " ".join(self.windows) if self.windows else None
+
+    @property
+    def stored_time_zones(self) -> str | None:
+        return " ".join(self.time_zones) if len(self.time_zones) > 1 else None
     # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
     params: dict[str, Any] = field(default_factory=dict)
 
