@@ -9,12 +9,12 @@ from typing import Any
 from models.settings import get_settings
 from models.status import Channel
 from tasks.cost import fee
-from tasks.intake import sent_text
+from tasks.intake_worker import sent_text
 from tasks.parse import read_task_file
+from tasks.schedule import Planner
 from tasks.segment import count
 from tasks.templates import directory
 from tasks.validate import Columns, ValidRow, keep_first_unique, validate_rows
-from tasks.schedule import Planner
 from tasks.windows import NoWindow, parse_windows
 
 

@@ -8,46 +8,38 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import multiprocessing.connection
 import os
-import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
-from functools import cache
 from itertools import chain, islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlmodel import Session
 
 from models.db import get_engine, insert_new, session_scope
 from models.history import log_changes_at, unique_stamp
 from models.settings import get_settings
-from models.status import Channel, MessageStatus
+from models.status import Channel
 from models.tables import Message, NotificationTask, Rejection, ShortLink, utcnow
-from tasks.cost import fee
-from tasks.parse import read_task_file
-from tasks.segment import count, segment
-from tasks.shortlinks import shorten
-from tasks.templates import directory
-from tasks.validate import (
-    Columns,
-    Directory,
-    RowError,
-    ValidRow,
-    keep_first_unique,
-    validate_rows,
+from tasks.intake_worker import (
+    CheckedJob,
+    RowLinks,
+    RowRules,
+    check_in_worker,
+    check_rows,
+    message_store,
+    start_worker,
 )
+from tasks.parse import read_task_file
+from tasks.templates import directory
+from tasks.validate import Columns, FirstUnique, RowError
 
 CHUNK_ROWS = 5000
 # A file with fewer rows is checked in this process: starting workers (each imports this module,
@@ -70,30 +62,6 @@ class IntakeResult:
     accepted: int
     rejected: int
     unknown_columns: list[str]
-
-
-@dataclass(frozen=True)
-class RowRules:
-    """Everything checking a row and building its message needs; sent with each job to a worker."""
-
-    task_id: int
-    columns: Columns
-    region: str
-    account_zone: str
-    default_channel: Channel
-    default_sender: str
-    directory: Directory
-    prices: Mapping[str, Decimal]
-    smart_encoding: bool
-    link_base: str
-    # "sqlite" when messages travel as the rows sqlite3 takes (see MessageStore), else "dicts".
-    message_form: str
-
-
-# A short-linked message's links: the text stored in its short_links column, and each code with its URL.
-RowLinks = tuple[str, list[tuple[str, str]]]
-# A checked row: its result and, for a valid row, its message prepared by MessageStore and its links.
-Checked = tuple[ValidRow | list[RowError], Any, RowLinks | None]
 
 
 @task(name="parse and validate", cache_policy=NO_CACHE)
@@ -151,54 +119,55 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
         message_form="sqlite" if (engine.dialect.name, engine.dialect.driver) == ("sqlite", "pysqlite") else "dicts",
     )
     store = message_store(rules.message_form)
-    built: dict[int, tuple[Any, RowLinks | None]] = {}
+    first = FirstUnique()
+    messages: list[Any] = []
+    rejections: list[RowError] = []
+    links: dict[int, RowLinks] = {}
 
-    def results(checked: Iterable[Checked]) -> Iterator[ValidRow | list[RowError]]:
-        for result, message, row_links in checked:
-            if isinstance(result, ValidRow):
-                built[result.row] = (message, row_links)
-            yield result
+    def flush() -> None:
+        now = unique_stamp()
+        with session_scope(engine) as session:
+            store.insert(session, messages, now)
+            insert_new(session, Rejection, [_rejection(task_id, e) for e in rejections])
+            _store_short_links(session, task_id, links)
+            log_changes_at(session, now, "intake")
+        messages.clear(), rejections.clear(), links.clear()
 
-    with _collector_paused(), closing(checked_rows(task_file.rows, rules, workers)) as checked:
-        outcomes = keep_first_unique(results(checked))
-        while chunk := list(islice(outcomes, CHUNK_ROWS)):
-            messages: list[Any] = []
-            links: dict[int, RowLinks] = {}
-            rejections: list[dict[str, Any]] = []
-            for outcome in chunk:
-                if isinstance(outcome, ValidRow):
-                    message, row_links = built.pop(outcome.row)
-                    messages.append(message)
-                    if row_links is not None:
-                        links[outcome.row] = row_links
-                else:
-                    built.pop(outcome[0].row, None)  # a valid row refused for repeating a unique message id
-                    rejections.extend(_rejection(task_id, e) for e in outcome)
-            now = unique_stamp()
-            with session_scope(engine) as session:
-                store.insert(session, messages, now)
-                insert_new(session, Rejection, rejections)
-                _store_short_links(session, task_id, links)
-                log_changes_at(session, now, "intake")
+    with _collector_paused(), closing(checked_jobs(task_file.rows, rules, workers)) as jobs:
+        for job in jobs:
+            repeats = set()
+            for index, row, unique_message_id in job.uniques:
+                error = first.duplicate(row, unique_message_id)
+                if error is not None:
+                    repeats.add(index)
+                    rejections.append(error)
+                    job.links.pop(row, None)
+            messages.extend(m for i, m in enumerate(job.messages) if i not in repeats) if repeats else messages.extend(job.messages)
+            rejections.extend(job.rejections)
+            links.update(job.links)
+            if len(messages) + len(rejections) >= CHUNK_ROWS:
+                flush()
+        if messages or rejections:
+            flush()
     return columns
 
 
-def checked_rows(rows: Iterator[tuple[int, list[Any]]], rules: RowRules, workers: Workers) -> Iterator[Checked]:
-    """Every row checked, in row order: here for a small file, by the worker processes for a large one."""
+def checked_jobs(rows: Iterator[tuple[int, list[Any]]], rules: RowRules, workers: Workers) -> Iterator[CheckedJob]:
+    """Every row checked, a job at a time in row order: here for a small file, by the worker processes for a large one."""
     ahead = list(islice(rows, POOL_MIN_ROWS))
     jobs = _jobs(chain(ahead, rows))
     if len(ahead) < POOL_MIN_ROWS or workers.count < 2:
         for job in jobs:
-            yield from check_rows(job, rules)
+            yield check_rows(job, rules)
         return
     pool = workers.start()
-    pending: deque[Future[list[Checked]]] = deque()
+    pending: deque[Future[CheckedJob]] = deque()
     for job in jobs:
-        pending.append(pool.submit(_check_in_worker, job, rules))
+        pending.append(pool.submit(check_in_worker, job, rules))
         if len(pending) >= workers.count * JOBS_AHEAD_PER_WORKER:
-            yield from pending.popleft().result()
+            yield pending.popleft().result()
     while pending:
-        yield from pending.popleft().result()
+        yield pending.popleft().result()
 
 
 class Workers:
@@ -212,7 +181,7 @@ class Workers:
         if self._pool is None:
             # Spawned, not forked: the intake runs in a Prefect flow-run process, which has threads.
             self._pool = ProcessPoolExecutor(
-                self.count, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker,
+                self.count, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker,
             )
             for _ in range(self.count):  # the executor starts a process per call it is given
                 self._pool.submit(os.getpid)
@@ -224,117 +193,6 @@ class Workers:
             self._pool = None
 
 
-def check_rows(rows: list[tuple[int, list[Any]]], rules: RowRules) -> list[Checked]:
-    """Validate rows and build the message of each valid one: the per-row work, which workers share."""
-    store = message_store(rules.message_form)
-    checked: list[Checked] = []
-    for result in validate_rows(
-        rows, rules.columns, region=rules.region, account_zone=rules.account_zone, default_channel=rules.default_channel,
-        default_sender=rules.default_sender, directory=rules.directory,
-    ):
-        if isinstance(result, ValidRow):
-            links: dict[int, list[tuple[str, str]]] = {}
-            # No `now` yet: MessageStore.insert stamps the message with the time of the insert that stores it.
-            message = _message(rules.task_id, result, None, rules.prices, rules.smart_encoding, rules.link_base, links)
-            row_links = (message["short_links"], links[result.row]) if result.row in links else None
-            checked.append((result, store.prepare(message), row_links))
-        else:
-            checked.append((result, None, None))
-    return checked
-
-
-class MessageStore:
-    """Inserts messages as insert_new does (INSERT … ON CONFLICT DO NOTHING, so stored rows are skipped).
-
-    On SQLite, insert_new's per-row work in SQLAlchemy (each row's parameters built and converted)
-    costs more than SQLite's own: there `prepare`, run by the workers, turns a message into the row
-    sqlite3 takes, converted by the columns' own SQLAlchemy types, and `insert` only stamps the rows
-    and hands them to one executemany. Other databases get the message dicts through insert_new.
-    """
-
-    STAMPS = ("created_at", "status_updated_at")
-
-    def __init__(self, form: str):
-        self.form = form
-        self._layouts: dict[tuple[str, ...], _SQLiteLayout | None] = {}
-
-    def prepare(self, message: dict[str, Any]) -> Any:
-        """The message as it travels to the process that stores it."""
-        if self.form != "sqlite":
-            return message
-        keys = tuple(message)
-        layout = self._layouts.get(keys) or self._layout(keys)
-        return message if layout is None else (layout.keys, layout.values(message))
-
-    def insert(self, session: Session, prepared: list[Any], now: Any) -> None:
-        """Store prepared messages, stamped `now` (the stamp log_changes_at finds them by)."""
-        dicts: list[dict[str, Any]] = []
-        rows: dict[tuple[str, ...], list[list[Any]]] = {}
-        for message in prepared:
-            if isinstance(message, dict):
-                message.update(dict.fromkeys(self.STAMPS, now))
-                dicts.append(message)
-            else:
-                rows.setdefault(message[0], []).append(message[1])
-        insert_new(session, Message, dicts)
-        for keys, values in rows.items():
-            layout = self._layout(keys)
-            assert layout is not None
-            stamp = layout.stamp(now)
-            for row in values:
-                for position in layout.stamp_positions:
-                    row[position] = stamp
-            session.connection().exec_driver_sql(layout.sql, [tuple(row) for row in values])
-
-    def _layout(self, keys: tuple[str, ...]) -> _SQLiteLayout | None:
-        if keys not in self._layouts:
-            self._layouts[keys] = _SQLiteLayout.of(keys, self.STAMPS)
-        return self._layouts[keys]
-
-
-class _SQLiteLayout:
-    """insert_new's statement on SQLite for messages with these keys, and how a message becomes its row."""
-
-    def __init__(self, keys: tuple[str, ...], sql: str, names: list[str], dialect: SQLiteDialect_pysqlite, stamps: tuple[str, ...]):
-        # The dialect's own type of each column, as the compiled statement converts with it.
-        converters = [Message.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
-        self.keys, self.sql = keys, sql
-        self._pick = itemgetter(*names)
-        self.stamp_positions = [names.index(name) for name in stamps]
-        self._convert_stamp = converters[self.stamp_positions[0]] or (lambda value: value)
-        # The stamps are set later; most other values are None, which most columns store as NULL unconverted.
-        self._converters = [
-            (position, convert, convert(None) is None) for position, convert in enumerate(converters)
-            if convert is not None and position not in self.stamp_positions
-        ]
-
-    @classmethod
-    def of(cls, keys: tuple[str, ...], stamps: tuple[str, ...]) -> _SQLiteLayout | None:
-        """The layout, or None when SQLAlchemy would add values of its own (column defaults): insert_new then."""
-        dialect = SQLiteDialect_pysqlite()
-        compiled = sqlite_insert(Message.__table__).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(keys))
-        names = list(compiled.positiontup or [])
-        if sorted(names) != sorted(keys) or len(names) < 2 or not set(stamps) <= set(names):
-            return None
-        return cls(keys, str(compiled), names, dialect, stamps)
-
-    def values(self, message: dict[str, Any]) -> list[Any]:
-        row = list(self._pick(message))
-        for position, convert, none_stays_none in self._converters:
-            value = row[position]
-            if value is not None or not none_stays_none:
-                row[position] = convert(value)
-        return row
-
-    def stamp(self, now: Any) -> Any:
-        return self._convert_stamp(now)
-
-
-@cache
-def message_store(form: str) -> MessageStore:
-    return MessageStore(form)
-
-
 def _jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
     while job := list(islice(rows, JOB_ROWS)):
         yield job
@@ -343,35 +201,6 @@ def _jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[list[tuple[int, lis
 def _cpus() -> int:
     """The cores this process may run on (fewer than the machine's under a container's CPU set)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _start_worker() -> None:
-    # What the worker imported lives as long as it does; checking rows makes no cyclic garbage (100,000
-    # rows left none), so the collector runs between jobs now and then, not every 700 allocations.
-    gc.freeze()
-    gc.disable()
-    # A killed intake process (a cancelled or crashed flow run) leaves its workers waiting for jobs
-    # forever unless they watch for it.
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="watch intake process", daemon=True).start()
-
-
-def _check_in_worker(rows: list[tuple[int, list[Any]]], rules: RowRules) -> list[Checked]:
-    global _jobs_since_collection
-    _jobs_since_collection += 1
-    if _jobs_since_collection >= 50:
-        gc.collect()
-        _jobs_since_collection = 0
-    return check_rows(rows, rules)
-
-
-_jobs_since_collection = 0
-
-
-def _exit_with(parent_sentinel: int) -> None:
-    multiprocessing.connection.wait([parent_sentinel])
-    os._exit(1)
 
 
 @contextmanager
@@ -386,59 +215,6 @@ def _collector_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _message(
-    task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal], smart: bool,
-    link_base: str, links: dict[int, list[tuple[str, str]]],
-) -> dict[str, Any]:
-    text, row_links = sent_text(row, smart=smart, link_base=link_base)
-    if row_links:
-        links[row.row] = row_links
-    encoding, _units, parts = count(text)
-    return {
-        "task_id": task_id,
-        "row": row.row,
-        "recipient": row.recipient,
-        "channel": row.channel.value,
-        "sender": row.sender,
-        "text": text,
-        "encoding": encoding,
-        "parts": parts,
-        "fee": fee(row.channel, parts, prices),
-        "status": MessageStatus.CREATED.value,
-        "status_description": "created, not sent",
-        "external_id": row.external_id,
-        "bulk_id": row.bulk_id,
-        "group_id": row.group_id,
-        "flow_id": row.flow_id,
-        "variables": row.variables,
-        "template_id": row.template_id,
-        "template_name": row.template_name,
-        "short_links": " ".join(f"{link_base.rstrip('/')}/s/{code}" for code, _url in links.get(row.row, [])) or None,
-        "time_zone": row.time_zone,
-        "validity_period": row.validity_period,
-        "unique_message_id": row.unique_message_id,
-        "not_before": row.not_before,
-        "windows": row.stored_windows,
-        "time_zones": row.stored_time_zones,
-        "params": row.params or None,
-        "attempts": 0,
-        "poll_count": 0,
-        "created_at": now,
-        "status_updated_at": now,
-    }
-
-
-def sent_text(row: ValidRow, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:
-    """The text that is sent (and so stored, counted and reported), with the short links it got."""
-    text, links = row.text, []
-    if row.use_short_links and row.channel is Channel.SMS:
-        # Only SMS shortens links (spec §7); parts are counted on the shortened text.
-        text, links = shorten(text, link_base)
-    if smart:
-        text = "".join(segment(text, smart=True).parts)
-    return text, links
 
 
 def _store_short_links(session: Any, task_id: int, links: dict[int, RowLinks]) -> None:

@@ -44,7 +44,7 @@ ADDRESS_COLUMN = {Channel.EMAIL: "email", Channel.PUSH: "push registration id", 
 REQUIRED = {channel: tuple(c.name for c in COLUMNS if channel in c.required_for) for channel in Channel}
 DEFAULT_VALIDITY = 1440
 
-__all__ = ["Columns", "Directory", "RowError", "TemplateView", "ValidRow", "cell_text", "keep_first_unique",
+__all__ = ["Columns", "Directory", "FirstUnique", "RowError", "TemplateView", "ValidRow", "cell_text", "keep_first_unique",
            "normalise_header", "parse_bool", "validate_rows"]
 
 
@@ -78,7 +78,7 @@ class Directory:
     senders: frozenset[tuple[str, str]] = frozenset()
 
 
-@dataclass
+@dataclass(slots=True)
 class ValidRow:
     row: int
     recipient: str
@@ -157,18 +157,6 @@ def _shorten(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _cell(values: Sequence[Any], position: int | None) -> Any:
-    if position is None or position >= len(values):
-        return None
-    value = values[position]
-    if isinstance(value, str):
-        value = value.strip()
-        return value or None
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
 def cell_text(value: Any) -> str | None:
     """A cell as text; a whole number stored as a float (79123456789.0) loses its ".0"."""
     if value is None:
@@ -179,19 +167,40 @@ def cell_text(value: Any) -> str | None:
 
 
 class _Row:
-    """One row under validation: collects every error instead of stopping at the first."""
+    """One row under validation: its filled recognised cells, and every error (not just the first)."""
 
-    def __init__(self, number: int, values: Sequence[Any], columns: Columns):
+    __slots__ = ("cells", "errors", "number")
+
+    def __init__(self, number: int, cells: dict[str, Any]):
         self.number = number
-        self.values = values
-        self.columns = columns
+        self.cells = cells
         self.errors: list[RowError] = []
 
     def get(self, name: str) -> Any:
-        return _cell(self.values, self.columns.index.get(name))
+        return self.cells.get(name)
 
     def fail(self, column: str, code: str, value: Any, reason: str) -> None:
         self.errors.append(RowError(self.number, column, code, _shorten("" if value is None else value), reason))
+
+
+def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """The row's recognised cells that hold something, by column name (a blank or NaN cell holds nothing)."""
+    cells: dict[str, Any] = {}
+    width = len(values)
+    for name, position in positions:
+        if position >= width:
+            continue
+        value = values[position]
+        if value is None:
+            continue
+        if value.__class__ is str:
+            value = value.strip()
+            if not value:
+                continue
+        elif value.__class__ is float and math.isnan(value):  # pandas' and calamine's empty number
+            continue
+        cells[name] = value
+    return cells
 
 
 def validate_rows(
@@ -210,10 +219,12 @@ def validate_rows(
     without one (a file checked with no database at hand) neither is looked up.
     """
     strict = get_settings().strict_local_time
+    positions = list(columns.index.items())
     for number, values in rows:
-        if not any(v not in (None, "") for v in values):
+        cells = _filled_cells(values, positions)
+        if not cells and not any(v not in (None, "") for v in values):
             continue
-        result = _validate_row(_Row(number, values, columns), region, account_zone, default_channel, default_sender, directory)
+        result = _validate_row(_Row(number, cells), region, account_zone, default_channel, default_sender, directory)
         if strict and isinstance(result, ValidRow) and result.recipient.startswith("+"):
             result.time_zones = candidate_zones(result.recipient)
         yield result
@@ -225,16 +236,30 @@ def candidate_zones(e164: str) -> tuple[str, ...]:
     return zones if len(zones) > 1 else ()
 
 
+class FirstUnique:
+    """Refuses a row whose `unique message id` an earlier row of the task already used (spec: a repeated
+    id is a duplicate, not a second message). Must be shown the rows in row order, in one process."""
+
+    def __init__(self) -> None:
+        self._first_row: dict[str, int] = {}
+
+    def duplicate(self, row: int, unique_message_id: str) -> RowError | None:
+        """None for the id's first row (or that row again); the rejection of any later one."""
+        earlier = self._first_row.setdefault(unique_message_id, row)
+        if earlier == row:
+            return None
+        return RowError(row, "unique message id", "duplicate_unique_message_id", _shorten(unique_message_id),
+                        f"repeats the unique message id of row {earlier}; only the first is kept")
+
+
 def keep_first_unique(results: Iterable[ValidRow | list[RowError]]) -> Iterator[ValidRow | list[RowError]]:
-    """Refuse a row whose `unique message id` an earlier row of the task already used (spec: a repeated
-    id is a duplicate, not a second message). Must see the results in row order, in one process."""
-    first_row: dict[str, int] = {}
+    """The results with every repeat of a `unique message id` refused (see FirstUnique)."""
+    first = FirstUnique()
     for result in results:
         if isinstance(result, ValidRow) and result.unique_message_id is not None:
-            earlier = first_row.setdefault(result.unique_message_id, result.row)
-            if earlier != result.row:
-                yield [RowError(result.row, "unique message id", "duplicate_unique_message_id", _shorten(result.unique_message_id),
-                                f"repeats the unique message id of row {earlier}; only the first is kept")]
+            error = first.duplicate(result.row, result.unique_message_id)
+            if error is not None:
+                yield [error]
                 continue
         yield result
 
@@ -329,21 +354,34 @@ def _code(name: str) -> str:
     return name.replace(" ", "_")
 
 
+# Checked with the recipient and the template, which know more than the column alone.
+_CHECKED_WITH_ROW = frozenset({"phone", "messenger user id", "template id", "chat id"})
+# Parsed values by (column, cell type, cell), for the columns most files fill with a few values over and
+# over (channel, validity period, flags); only immutable results, and only the first values seen.
+_PARSED: dict[tuple[str, type, Any], Any] = {}
+_PARSED_LIMIT = 4096
+
+
 def _parse_columns(row: _Row) -> dict[str, Any]:
     """Every filled recognised cell of the row parsed to its type; each bad one recorded with its reason."""
     values: dict[str, Any] = {}
-    for name in row.columns.index:
-        if name in ("phone", "messenger user id", "template id") or name == "chat id":
-            continue  # checked with the recipient and the template, which know more
-        raw = row.get(name)
-        if raw is None:
+    for name, raw in row.cells.items():
+        if name in _CHECKED_WITH_ROW:
+            continue
+        key = (name, raw.__class__, raw)
+        parsed = _PARSED.get(key, _PARSED)
+        if parsed is not _PARSED:
+            values[name] = parsed
             continue
         try:
-            values[name] = BY_NAME[name].parse(raw)
+            parsed = values[name] = BY_NAME[name].parse(raw)
         except OutOfRange as exc:
             row.fail(name, f"{_code(name)}_out_of_range", raw, str(exc))
         except ValueError as exc:
             row.fail(name, f"invalid_{_code(name)}", raw, str(exc))
+        else:
+            if parsed.__class__ in (str, int, bool) and len(_PARSED) < _PARSED_LIMIT:
+                _PARSED[key] = parsed
     return values
 
 

@@ -21,7 +21,8 @@ from sqlmodel import Session
 import tasks.intake as intake_module
 from models.db import insert_new, session_scope
 from models.tables import Message, Rejection, ShortLink
-from tasks.intake import MessageStore, intake
+from tasks.intake import intake
+from tasks.intake_worker import MessageStore, check_in_worker
 from tests.files import phones, write_xlsx
 from tests.test_steps import make_task_from
 
@@ -121,7 +122,7 @@ def test_workers_started_for_a_large_file_on_disk_with_few_rows_are_stopped_unus
     task_id = make_task_from(task_file(tmp_path, 200))
     assert intake.fn(task_id).accepted == 195
     (pool,) = pools
-    assert intake_module._check_in_worker not in pool.jobs  # every row was checked in this process
+    assert check_in_worker not in pool.jobs  # every row was checked in this process
     assert pool.jobs[-1] == "shutdown"  # and the workers were stopped
 
 
@@ -188,3 +189,12 @@ def _running(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_imports_what_checking_rows_needs_not_prefect() -> None:
+    # A worker process imports tasks.intake_worker; importing Prefect too would cost each worker seconds.
+    root = Path(__file__).parent.parent
+    code = "import sys, tasks.intake_worker; print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'pandas', 'httpx'}))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+                            capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,270 @@
+"""The per-row work of intake: check a job of task-file rows and build each valid row's message.
+
+Run by the intake's worker processes for a large file (tasks.intake sends them jobs of rows) and in
+the intake's own process for a small one. Nothing here imports Prefect, so a worker starts in a
+fraction of the time.
+"""
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import multiprocessing.connection
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import literal_column
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlmodel import Session
+
+from models.db import insert_new
+from models.status import Channel, MessageStatus
+from models.tables import Message
+from tasks.cost import fee
+from tasks.segment import count, segment
+from tasks.shortlinks import shorten
+from tasks.validate import Columns, Directory, RowError, ValidRow, validate_rows
+
+
+@dataclass(frozen=True)
+class RowRules:
+    """Everything checking a row and building its message needs; sent with each job to a worker."""
+
+    task_id: int
+    columns: Columns
+    region: str
+    account_zone: str
+    default_channel: Channel
+    default_sender: str
+    directory: Directory
+    prices: Mapping[str, Decimal]
+    smart_encoding: bool
+    link_base: str
+    # "sqlite" when messages travel as the rows sqlite3 takes (see MessageStore), else "dicts".
+    message_form: str
+
+
+# A short-linked message's links: the text stored in its short_links column, and each code with its URL.
+RowLinks = tuple[str, list[tuple[str, str]]]
+
+
+@dataclass
+class CheckedJob:
+    """A job of rows checked: what a worker sends back, small and quick to pass between processes."""
+
+    # The valid rows' messages, prepared by MessageStore, in row order.
+    messages: list[Any] = field(default_factory=list)
+    # (index in messages, row, unique message id) of the messages that have one: only the storing
+    # process sees every row, so only it can refuse a repeat.
+    uniques: list[tuple[int, int, str]] = field(default_factory=list)
+    rejections: list[RowError] = field(default_factory=list)
+    links: dict[int, RowLinks] = field(default_factory=dict)
+
+
+def check_rows(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob:
+    """Validate rows and build the message of each valid one: the per-row work, which workers share."""
+    store = message_store(rules.message_form)
+    checked = CheckedJob()
+    for result in validate_rows(
+        rows, rules.columns, region=rules.region, account_zone=rules.account_zone, default_channel=rules.default_channel,
+        default_sender=rules.default_sender, directory=rules.directory,
+    ):
+        if isinstance(result, ValidRow):
+            links: dict[int, list[tuple[str, str]]] = {}
+            # No `now` yet: MessageStore.insert stamps the message with the time of the insert that stores it.
+            message = _message(rules.task_id, result, None, rules.prices, rules.smart_encoding, rules.link_base, links)
+            if result.unique_message_id is not None:
+                checked.uniques.append((len(checked.messages), result.row, result.unique_message_id))
+            if links:
+                checked.links[result.row] = (message["short_links"], links[result.row])
+            checked.messages.append(store.prepare(message))
+        else:
+            checked.rejections.extend(result)
+    return checked
+
+
+class MessageStore:
+    """Inserts messages as insert_new does (INSERT … ON CONFLICT DO NOTHING, so stored rows are skipped).
+
+    On SQLite, insert_new's per-row work in SQLAlchemy (each row's parameters built and converted)
+    costs more than SQLite's own: there `prepare`, run by the workers, turns a message into the row
+    sqlite3 takes, converted by the columns' own SQLAlchemy types, and `insert` hands the rows as they
+    are to one executemany whose statement carries the insert's time stamp. Other databases get the
+    message dicts through insert_new.
+    """
+
+    STAMPS = ("created_at", "status_updated_at")
+
+    def __init__(self, form: str):
+        self.form = form
+        self._layouts: dict[tuple[str, ...], _SQLiteLayout | None] = {}
+
+    def prepare(self, message: dict[str, Any]) -> Any:
+        """The message as it travels to the process that stores it."""
+        if self.form != "sqlite":
+            return message
+        keys = tuple(message)
+        layout = self._layouts.get(keys) or self._layout(keys)
+        return message if layout is None else (layout.keys, layout.values(message))
+
+    def insert(self, session: Session, prepared: list[Any], now: Any) -> None:
+        """Store prepared messages, stamped `now` (the stamp log_changes_at finds them by)."""
+        dicts: list[dict[str, Any]] = []
+        rows: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for message in prepared:
+            if isinstance(message, dict):
+                message.update(dict.fromkeys(self.STAMPS, now))
+                dicts.append(message)
+            else:
+                rows.setdefault(message[0], []).append(message[1])
+        insert_new(session, Message, dicts)
+        for keys, values in rows.items():
+            layout = self._layout(keys)
+            assert layout is not None
+            session.connection().exec_driver_sql(layout.sql(now), values)
+
+    def _layout(self, keys: tuple[str, ...]) -> _SQLiteLayout | None:
+        if keys not in self._layouts:
+            self._layouts[keys] = _SQLiteLayout.of(keys, self.STAMPS)
+        return self._layouts[keys]
+
+
+class _SQLiteLayout:
+    """insert_new's statement on SQLite for messages with these keys, and how a message becomes its row."""
+
+    # What the stamps' column type makes of a time on SQLite: the only text put into the statement itself.
+    _STAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?")
+
+    def __init__(self, keys: tuple[str, ...], names: list[str], dialect: SQLiteDialect_pysqlite, stamps: tuple[str, ...]):
+        self.keys, self._names, self._stamps, self._dialect = keys, names, stamps, dialect
+        # The dialect's own type of each column, as the compiled statement converts with it.
+        converters = [Message.__table__.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
+        self._pick = itemgetter(*names)
+        # Most values are None, which most columns store as NULL unconverted.
+        self._converters = [(position, convert, convert(None) is None) for position, convert in enumerate(converters) if convert is not None]
+        stamp_type = Message.__table__.c[stamps[0]].type.dialect_impl(dialect)
+        self._convert_stamp = stamp_type.bind_processor(dialect) or str
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], stamps: tuple[str, ...]) -> _SQLiteLayout | None:
+        """The layout, or None when SQLAlchemy would add values of its own (column defaults): insert_new then."""
+        dialect = SQLiteDialect_pysqlite()
+        compiled = sqlite_insert(Message.__table__).on_conflict_do_nothing().compile(dialect=dialect, column_keys=list(keys))
+        names = list(compiled.positiontup or [])
+        if sorted(names) != sorted(keys) or len(names) < 2 + len(stamps) or not set(stamps) <= set(names):
+            return None
+        return cls(keys, [name for name in names if name not in stamps], dialect, stamps)
+
+    def values(self, message: dict[str, Any]) -> tuple[Any, ...]:
+        row = list(self._pick(message))
+        for position, convert, none_stays_none in self._converters:
+            value = row[position]
+            if value is not None or not none_stays_none:
+                row[position] = convert(value)
+        return tuple(row)
+
+    def sql(self, now: datetime) -> str:
+        """The statement storing rows stamped `now`: the stamps are the same for every row of an insert,
+        so they are written into it once rather than bound row by row."""
+        stamp = self._convert_stamp(now)
+        if not self._STAMP_TEXT.fullmatch(stamp):
+            raise ValueError(f"unexpected time stamp text {stamp!r} for SQLite")
+        statement = sqlite_insert(Message.__table__).values({name: literal_column(f"'{stamp}'") for name in self._stamps})
+        compiled = statement.on_conflict_do_nothing().compile(dialect=self._dialect, column_keys=self._names)
+        assert list(compiled.positiontup or []) == self._names, "the statement's parameters are not the rows' values"
+        return str(compiled)
+
+
+@cache
+def message_store(form: str) -> MessageStore:
+    return MessageStore(form)
+
+
+def start_worker() -> None:
+    # What the worker imported lives as long as it does; checking rows makes no cyclic garbage (100,000
+    # rows left none), so the collector runs between jobs now and then, not every 700 allocations.
+    gc.freeze()
+    gc.disable()
+    # A killed intake process (a cancelled or crashed flow run) leaves its workers waiting for jobs
+    # forever unless they watch for it.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="watch intake process", daemon=True).start()
+
+
+def check_in_worker(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob:
+    global _jobs_since_collection
+    _jobs_since_collection += 1
+    if _jobs_since_collection >= 50:
+        gc.collect()
+        _jobs_since_collection = 0
+    return check_rows(rows, rules)
+
+
+_jobs_since_collection = 0
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
+
+
+def _message(
+    task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal], smart: bool,
+    link_base: str, links: dict[int, list[tuple[str, str]]],
+) -> dict[str, Any]:
+    text, row_links = sent_text(row, smart=smart, link_base=link_base)
+    if row_links:
+        links[row.row] = row_links
+    encoding, _units, parts = count(text)
+    return {
+        "task_id": task_id,
+        "row": row.row,
+        "recipient": row.recipient,
+        "channel": row.channel.value,
+        "sender": row.sender,
+        "text": text,
+        "encoding": encoding,
+        "parts": parts,
+        "fee": fee(row.channel, parts, prices),
+        "status": MessageStatus.CREATED.value,
+        "status_description": "created, not sent",
+        "external_id": row.external_id,
+        "bulk_id": row.bulk_id,
+        "group_id": row.group_id,
+        "flow_id": row.flow_id,
+        "variables": row.variables,
+        "template_id": row.template_id,
+        "template_name": row.template_name,
+        "short_links": " ".join(f"{link_base.rstrip('/')}/s/{code}" for code, _url in links.get(row.row, [])) or None,
+        "time_zone": row.time_zone,
+        "validity_period": row.validity_period,
+        "unique_message_id": row.unique_message_id,
+        "not_before": row.not_before,
+        "windows": row.stored_windows,
+        "time_zones": row.stored_time_zones,
+        "params": row.params or None,
+        "attempts": 0,
+        "poll_count": 0,
+        "created_at": now,
+        "status_updated_at": now,
+    }
+
+
+def sent_text(row: ValidRow, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:
+    """The text that is sent (and so stored, counted and reported), with the short links it got."""
+    text, links = row.text, []
+    if row.use_short_links and row.channel is Channel.SMS:
+        # Only SMS shortens links (spec §7); parts are counted on the shortened text.
+        text, links = shorten(text, link_base)
+    if smart:
+        text = "".join(segment(text, smart=True).parts)
+    return text, links
