@@ -110,7 +110,7 @@ class Message(SQLModel, table=True):
     task_id: int = Field(foreign_key="notification_task.id", nullable=False)
     row: int = Field(nullable=False, description="Excel row number in the task file (header is row 1)")
     # A phone (E.164) for most channels; an e-mail address, a device token or a chat id for the others.
-    recipient: str = Field(sa_column=Column(String(1024), nullable=False, index=True))
+    recipient: str = Field(sa_column=Column(String(1024), nullable=False))
     channel: Channel = Field(sa_column=Column(String(16), nullable=False))
     sender: str = Field(default="", sa_column=Column(String(64), nullable=False))
     text: str = Field(sa_column=Column(Text, nullable=False))
