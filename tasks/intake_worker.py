@@ -78,13 +78,11 @@ def check_rows(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob
         default_sender=rules.default_sender, directory=rules.directory,
     ):
         if isinstance(result, ValidRow):
-            links: dict[int, list[tuple[str, str]]] = {}
-            # No `now` yet: MessageStore.insert stamps the message with the time of the insert that stores it.
-            message = _message(rules.task_id, result, None, rules.prices, rules.smart_encoding, rules.link_base, links)
+            message, links = _message(result, rules)
             if result.unique_message_id is not None:
                 checked.uniques.append((len(checked.messages), result.row, result.unique_message_id))
             if links:
-                checked.links[result.row] = (message["short_links"], links[result.row])
+                checked.links[result.row] = (message["short_links"], links)
             checked.messages.append(store.prepare(message))
         else:
             checked.rejections.extend(result)
@@ -217,16 +215,15 @@ def _exit_with(parent_sentinel: int) -> None:
     os._exit(1)
 
 
-def _message(
-    task_id: int, row: ValidRow, now: Any, prices: Mapping[str, Decimal], smart: bool,
-    link_base: str, links: dict[int, list[tuple[str, str]]],
-) -> dict[str, Any]:
-    text, row_links = sent_text(row, smart=smart, link_base=link_base)
-    if row_links:
-        links[row.row] = row_links
+_CREATED = MessageStatus.CREATED.value
+
+
+def _message(row: ValidRow, rules: RowRules) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The message a valid row asks for, not yet stamped (see MessageStore.insert), and its short links."""
+    text, links = sent_text(row, smart=rules.smart_encoding, link_base=rules.link_base)
     encoding, _units, parts = count(text)
-    return {
-        "task_id": task_id,
+    message = {
+        "task_id": rules.task_id,
         "row": row.row,
         "recipient": row.recipient,
         "channel": row.channel.value,
@@ -234,8 +231,8 @@ def _message(
         "text": text,
         "encoding": encoding,
         "parts": parts,
-        "fee": fee(row.channel, parts, prices),
-        "status": MessageStatus.CREATED.value,
+        "fee": fee(row.channel, parts, rules.prices),
+        "status": _CREATED,
         "status_description": "created, not sent",
         "external_id": row.external_id,
         "bulk_id": row.bulk_id,
@@ -244,7 +241,7 @@ def _message(
         "variables": row.variables,
         "template_id": row.template_id,
         "template_name": row.template_name,
-        "short_links": " ".join(f"{link_base.rstrip('/')}/s/{code}" for code, _url in links.get(row.row, [])) or None,
+        "short_links": " ".join(f"{rules.link_base.rstrip('/')}/s/{code}" for code, _url in links) if links else None,
         "time_zone": row.time_zone,
         "validity_period": row.validity_period,
         "unique_message_id": row.unique_message_id,
@@ -254,9 +251,10 @@ def _message(
         "params": row.params or None,
         "attempts": 0,
         "poll_count": 0,
-        "created_at": now,
-        "status_updated_at": now,
+        "created_at": None,
+        "status_updated_at": None,
     }
+    return message, links
 
 
 def sent_text(row: ValidRow, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:

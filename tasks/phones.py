@@ -65,9 +65,8 @@ def _valid_number(value: Any, region: str, prefix: str | None) -> tuple[phonenum
         # A long number without + is international in every file we have seen (79123456789).
         text = "+" + text
     number = _parse(text, region)
-    # phonenumbers.is_valid_number(number) is these two calls; the region is needed again for the zone.
-    number_region = phonenumbers.region_code_for_number(number)
-    if not _is_valid_for_region(number, number_region):
+    number_region = _valid_region(number)
+    if number_region is None:
         raise ValueError("is not a valid phone number")
     return number, number_region
 
@@ -105,14 +104,39 @@ def _national_prefix(country_code: int) -> re.Pattern[str] | None:
     return re.compile(pattern) if pattern else None
 
 
-def _is_valid_for_region(number: PhoneNumber, region: str | None) -> bool:
-    """phonenumbers.is_valid_number_for_region(number, region), trying the usual kinds of number first.
+def _valid_region(number: PhoneNumber) -> str | None:
+    """phonenumbers.region_code_for_number(number) when phonenumbers.is_valid_number(number), else None.
 
-    phonenumbers calls a number valid when its type is known: it matches the region's general pattern
-    and one of the kinds' patterns, tried premium rate first and mobile last (mobile only when its
-    pattern differs from fixed line's). Whether any matches does not depend on the order, so mobile
-    and fixed line, what task files hold, are tried first.
+    is_valid_number is region_code_for_number then is_valid_number_for_region. For a country code
+    several regions share (+7: RU and KZ), region_code_for_number picks the first region whose
+    leading digits match or, for a region without them, whose kinds of number one matches: then the
+    number is valid there already, and its kinds are not matched a second time.
     """
+    regions = COUNTRY_CODE_TO_REGION_CODE.get(number.country_code)
+    if regions is None:
+        return None
+    if len(regions) == 1:
+        return regions[0] if _is_valid_for_region(number, regions[0]) else None
+    national = phonenumbers.national_significant_number(number)
+    for region in regions:
+        metadata = PhoneMetadata.metadata_for_region(region.upper(), None)
+        if metadata is None:
+            continue
+        if metadata.leading_digits is not None:
+            if _leading_digits(metadata.leading_digits).match(national):
+                return region if _is_valid_for_region(number, region) else None
+        elif _has_known_kind(national, metadata):
+            return region
+    return None
+
+
+@cache
+def _leading_digits(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _is_valid_for_region(number: PhoneNumber, region: str | None) -> bool:
+    """phonenumbers.is_valid_number_for_region(number, region)."""
     if region is None:
         return False
     metadata = PhoneMetadata.metadata_for_region_or_calling_code(number.country_code, region.upper())
@@ -120,7 +144,17 @@ def _is_valid_for_region(number: PhoneNumber, region: str | None) -> bool:
         region != phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY and number.country_code != phonenumbers.country_code_for_valid_region(region)
     ):
         return False
-    national = phonenumbers.national_significant_number(number)
+    return _has_known_kind(phonenumbers.national_significant_number(number), metadata)
+
+
+def _has_known_kind(national: str, metadata: PhoneMetadata) -> bool:
+    """Whether phonenumbers knows the number's type in the region, trying the usual kinds of number first.
+
+    phonenumbers knows a type when the number matches the region's general pattern and one of the
+    kinds' patterns, tried premium rate first and mobile last (mobile only when its pattern differs
+    from fixed line's). Whether any matches does not depend on the order, so mobile and fixed line,
+    what task files hold, are tried first.
+    """
     if not _matches_kind(national, metadata.general_desc):
         return False
     kinds = _KINDS.get(id(metadata))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
 from models.settings import get_settings
-from tasks.phones import _is_valid_for_region, _parse, subscriber
+from tasks.phones import _is_valid_for_region, _parse, _valid_region, subscriber
 from tasks.windows import zone_for
 
 
@@ -178,5 +178,7 @@ def test_validity_is_phonenumbers_validity_for_every_kind_of_number() -> None:
         region = phonenumbers.region_code_for_number(number)
         for asked in {region, "US", "RU", "001", None}:
             assert _is_valid_for_region(number, asked) == phonenumbers.is_valid_number_for_region(number, asked), (number, asked)
-        valid += phonenumbers.is_valid_number(number)
+        is_valid = phonenumbers.is_valid_number(number)
+        assert _valid_region(number) == (region if is_valid else None), number
+        valid += is_valid
     assert valid > 1000 and len(numbers) - valid > 1000
