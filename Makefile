@@ -38,7 +38,8 @@ test-postgres: $(STAMP)
 	NOTIFLOW_TEST_DATABASE=postgresql NOTIFLOW_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/controls.py
 
 clean: stop
 	rm -rf .notiflow
