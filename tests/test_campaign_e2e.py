@@ -183,9 +183,11 @@ def test_campaign_with_rows_on_every_channel_sends_and_tracks_each_on_its_channe
 
 def test_campaign_waits_for_the_window_of_one_channel_after_sending_another(stack: Any, engine: Any, tmp_path: Path) -> None:
     # E-mails go out in the account's zone (Moscow), SMS in the subscriber's (Tokyo, six hours ahead): one
-    # window is open in Moscow now, the other opens in Tokyo in 15 s, so the run sends the e-mails, then waits.
+    # window is open in Moscow now, the other opens in Tokyo in 30 s, so the run sends the e-mails, then waits.
+    # (With 15 s, a slow machine's run reached scheduling when the window was under the in-process wait
+    # of 5 s away: it slept in its process and never showed "Waiting for window".)
     moscow, tokyo = datetime.now(ZoneInfo("Europe/Moscow")), datetime.now(ZoneInfo("Asia/Tokyo"))
-    opens = (tokyo + timedelta(seconds=15)).replace(microsecond=0)
+    opens = (tokyo + timedelta(seconds=30)).replace(microsecond=0)
     open_now = (moscow - timedelta(minutes=1), moscow + timedelta(minutes=10))
     sms_window = (opens, opens + timedelta(minutes=5))
     if len({t.date() for t in (*open_now, *sms_window)}) > 1:
