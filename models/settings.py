@@ -25,8 +25,11 @@ DEFAULT_COUNTRY_ZONES = {
 }
 
 
+SETTINGS_PREFIX = "NOTIFLOW_"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="NOTIFLOW_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=SETTINGS_PREFIX, extra="ignore")
 
     home: Path = Field(default=Path(".notiflow"), description="Where the embedded database, files and reports live.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means a SQLite file under `home`.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -25,7 +26,7 @@ from sqlmodel import Session
 
 from models.db import get_engine, insert_new, session_scope
 from models.history import log_changes_at, unique_stamp
-from models.settings import get_settings
+from models.settings import SETTINGS_PREFIX, get_settings
 from models.status import Channel
 from models.tables import Message, NotificationTask, Rejection, ShortLink, utcnow
 from tasks.intake_worker import (
@@ -117,6 +118,7 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
         smart_encoding=settings.smart_encoding,
         link_base=settings.public_url or settings.api_url,
         message_form="sqlite" if (engine.dialect.name, engine.dialect.driver) == ("sqlite", "pysqlite") else "dicts",
+        environment={name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)},
     )
     store = message_store(rules.message_form)
     first = FirstUnique()
@@ -179,10 +181,13 @@ class Workers:
 
     def start(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # Spawned, not forked: the intake runs in a Prefect flow-run process, which has threads.
-            self._pool = ProcessPoolExecutor(
-                self.count, mp_context=multiprocessing.get_context("spawn"), initializer=start_worker,
-            )
+            # Workers are forked from a fork server, not from this process (a Prefect flow-run process
+            # has threads) and not spawned: a spawned worker imports the program's main module again,
+            # which in a flow run is Prefect's engine, seconds of CPU for each worker. The fork server
+            # imports it and the row checking once, and every worker starts with both.
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(_worker_preload())
+            self._pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=start_worker)
             for _ in range(self.count):  # the executor starts a process per call it is given
                 self._pool.submit(os.getpid)
         return self._pool
@@ -196,6 +201,14 @@ class Workers:
 def _jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
     while job := list(islice(rows, JOB_ROWS)):
         yield job
+
+
+def _worker_preload() -> list[str]:
+    """What the fork server imports for its workers: the main module when it was run by name (-m), as a
+    worker would import it again, and the row checking."""
+    main = getattr(sys.modules["__main__"], "__spec__", None)
+    run_by_name = main is not None and main.name != "__main__" and not main.name.endswith(".__main__")
+    return [main.name, "tasks.intake_worker"] if run_by_name else ["tasks.intake_worker"]
 
 
 def _cpus() -> int:

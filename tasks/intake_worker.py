@@ -26,6 +26,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlmodel import Session
 
 from models.db import insert_new
+from models.settings import SETTINGS_PREFIX, get_settings
 from models.status import Channel, MessageStatus
 from models.tables import Message
 from tasks.cost import fee
@@ -50,6 +51,9 @@ class RowRules:
     link_base: str
     # "sqlite" when messages travel as the rows sqlite3 takes (see MessageStore), else "dicts".
     message_form: str
+    # The intake's NOTIFLOW_ settings: validation reads a few itself (strict local time, the country
+    # zones), and a worker forked from a long-lived fork server may hold older ones.
+    environment: Mapping[str, str] = field(default_factory=dict)
 
 
 # A short-linked message's links: the text stored in its short_links column, and each code with its URL.
@@ -200,6 +204,7 @@ def start_worker() -> None:
 
 def check_in_worker(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob:
     global _jobs_since_collection
+    _use_environment(rules.environment)
     _jobs_since_collection += 1
     if _jobs_since_collection >= 50:
         gc.collect()
@@ -208,6 +213,16 @@ def check_in_worker(rows: list[tuple[int, list[Any]]], rules: RowRules) -> Check
 
 
 _jobs_since_collection = 0
+
+
+def _use_environment(environment: Mapping[str, str]) -> None:
+    """Give this process the intake's NOTIFLOW_ settings (see RowRules.environment)."""
+    current = {name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)}
+    if current != environment:
+        for name in current.keys() - environment.keys():
+            del os.environ[name]
+        os.environ.update(environment)
+        get_settings.cache_clear()
 
 
 def _exit_with(parent_sentinel: int) -> None:

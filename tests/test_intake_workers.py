@@ -198,3 +198,33 @@ def test_a_worker_imports_what_checking_rows_needs_not_prefect() -> None:
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_workers_check_with_the_settings_of_the_intake_that_sends_them_rows(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fork server the workers come from outlives an intake, keeping the environment it started with;
+    # an intake run after a settings change must still be checked with the new settings.
+    from models.settings import get_settings
+
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
+    monkeypatch.setattr(intake_module, "JOB_ROWS", 50)
+    monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
+    monkeypatch.delenv("NOTIFLOW_STRICT_LOCAL_TIME", raising=False)
+    get_settings.cache_clear()
+    path = task_file(tmp_path, 200)  # Russian mobile numbers, which may be in any of Russia's zones
+    loose = make_task_from(path)
+    assert intake.fn(loose).accepted == 195
+
+    monkeypatch.setenv("NOTIFLOW_STRICT_LOCAL_TIME", "1")
+    get_settings.cache_clear()
+    try:
+        strict = make_task_from(path)
+        assert intake.fn(strict).accepted == 195
+    finally:
+        monkeypatch.delenv("NOTIFLOW_STRICT_LOCAL_TIME")
+        get_settings.cache_clear()
+    with Session(engine) as session:
+        zones = {task: set(session.scalars(select(Message.time_zones).where(Message.task_id == task))) for task in (loose, strict)}
+    assert zones[loose] == {None}
+    assert len(zones[strict]) == 1 and "Asia/Anadyr" in next(iter(zones[strict])).split()
