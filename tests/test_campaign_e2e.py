@@ -133,7 +133,8 @@ def test_second_run_of_the_same_task_sends_nothing_again(stack: Any, engine: Any
 
 def test_campaign_waits_for_its_window_without_a_process_and_sends_when_it_opens(stack: Any, engine: Any, tmp_path: Path) -> None:
     moscow = ZoneInfo("Europe/Moscow")
-    opens = (datetime.now(moscow) + timedelta(seconds=15)).replace(microsecond=0)
+    # 30 s out: a slower run would reach scheduling with the window under the in-process wait limit away.
+    opens = (datetime.now(moscow) + timedelta(seconds=30)).replace(microsecond=0)
     if opens.date() != (opens + timedelta(minutes=5)).date():
         pytest.skip("the window would cross local midnight")
     window = f"{opens:%H:%M:%S}-{opens + timedelta(minutes=5):%H:%M:%S}"
