@@ -1,6 +1,7 @@
 """Settings read from NOTIFLOW_* environment variables; the one place defaults live."""
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,11 @@ DEFAULT_COUNTRY_ZONES = {
 
 
 SETTINGS_PREFIX = "NOTIFLOW_"
+
+
+def settings_environment() -> dict[str, str]:
+    """This process's NOTIFLOW_ variables, spelt in any case (as Settings reads them)."""
+    return {name: value for name, value in os.environ.items() if name.upper().startswith(SETTINGS_PREFIX)}
 
 
 class Settings(BaseSettings):

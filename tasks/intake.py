@@ -26,7 +26,7 @@ from sqlmodel import Session
 
 from models.db import get_engine, insert_new, session_scope
 from models.history import log_changes_at, unique_stamp
-from models.settings import SETTINGS_PREFIX, get_settings
+from models.settings import get_settings, settings_environment
 from models.status import Channel
 from models.tables import Message, NotificationTask, Rejection, ShortLink, utcnow
 from tasks.intake_worker import (
@@ -118,7 +118,7 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
         smart_encoding=settings.smart_encoding,
         link_base=settings.public_url or settings.api_url,
         message_form="sqlite" if (engine.dialect.name, engine.dialect.driver) == ("sqlite", "pysqlite") else "dicts",
-        environment={name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)},
+        environment=settings_environment(),
     )
     store = message_store(rules.message_form)
     first = FirstUnique()
@@ -184,7 +184,8 @@ class Workers:
             # Workers are forked from a fork server, not from this process (a Prefect flow-run process
             # has threads) and not spawned: a spawned worker imports the program's main module again,
             # which in a flow run is Prefect's engine, seconds of CPU for each worker. The fork server
-            # imports it and the row checking once, and every worker starts with both.
+            # imports it and the row checking once; a worker still runs the main module's own lines
+            # (as __mp_main__), but everything they import is loaded already.
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(_worker_preload())
             self._pool = ProcessPoolExecutor(self.count, mp_context=context, initializer=start_worker)

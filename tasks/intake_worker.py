@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlmodel import Session
 
 from models.db import insert_new
-from models.settings import SETTINGS_PREFIX, get_settings
+from models.settings import get_settings, settings_environment
 from models.status import Channel, MessageStatus
 from models.tables import Message
 from tasks.cost import fee
@@ -217,7 +217,7 @@ _jobs_since_collection = 0
 
 def _use_environment(environment: Mapping[str, str]) -> None:
     """Give this process the intake's NOTIFLOW_ settings (see RowRules.environment)."""
-    current = {name: value for name, value in os.environ.items() if name.startswith(SETTINGS_PREFIX)}
+    current = settings_environment()
     if current != environment:
         for name in current.keys() - environment.keys():
             del os.environ[name]
