@@ -209,7 +209,8 @@ def _worker_preload() -> list[str]:
     worker would import it again, and the row checking."""
     main = getattr(sys.modules["__main__"], "__spec__", None)
     run_by_name = main is not None and main.name != "__main__" and not main.name.endswith(".__main__")
-    return [main.name, "tasks.intake_worker"] if run_by_name else ["tasks.intake_worker"]
+    # The row checking first: it quiets runpy's warning about the main module (see tasks.intake_worker).
+    return ["tasks.intake_worker", main.name] if run_by_name else ["tasks.intake_worker"]
 
 
 def _cpus() -> int:

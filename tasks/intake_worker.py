@@ -12,6 +12,7 @@ import multiprocessing.connection
 import os
 import re
 import threading
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,14 @@ from tasks.cost import fee
 from tasks.segment import count, segment
 from tasks.shortlinks import shorten
 from tasks.validate import Columns, Directory, RowError, ValidRow, validate_rows
+
+# A worker forked from the fork server runs the program's main module again as __mp_main__ (see
+# tasks.intake.Workers.start). The server imported that module already, so when it is part of a package
+# (prefect.engine, in a flow run) runpy warns that it is in sys.modules before running it: expected,
+# and no concern of whoever reads the flow run's log. The server imports this module first, so its
+# workers inherit the filter.
+warnings.filterwarnings("ignore", message=r"'[\w.]+' found in sys\.modules after import of package", category=RuntimeWarning,
+                        module="runpy")
 
 
 @dataclass(frozen=True)

@@ -228,3 +228,27 @@ def test_workers_check_with_the_settings_of_the_intake_that_sends_them_rows(
         zones = {task: set(session.scalars(select(Message.time_zones).where(Message.task_id == task))) for task in (loose, strict)}
     assert zones[loose] == {None}
     assert len(zones[strict]) == 1 and "Asia/Anadyr" in next(iter(zones[strict])).split()
+
+
+def test_workers_of_a_program_run_as_a_package_module_start_quietly(tmp_path: Path) -> None:
+    # A flow run's main module is prefect.engine, a module of a package: each worker runs it again, and
+    # runpy would warn in the run's log that the fork server had imported it already.
+    package = tmp_path / "program"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "main.py").write_text(
+        "import os\n"
+        "import tasks.intake as intake\n"
+        "if __name__ == '__main__':\n"
+        "    intake._cpus = lambda: 2\n"
+        "    workers = intake.Workers()\n"
+        "    pool = workers.start()\n"
+        "    print(len({pool.submit(os.getpid).result() for _ in range(20)}), flush=True)\n"
+        "    workers.close()\n"
+    )
+    root = Path(__file__).parent.parent
+    result = subprocess.run([sys.executable, "-m", "program.main"], check=False, cwd=root, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{tmp_path}"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "2"
+    assert "Warning" not in result.stderr, result.stderr
