@@ -36,16 +36,9 @@ UNSENT_DUE = (MessageStatus.QUEUED.value, MessageStatus.DELAYED.value)
 _GROUP = (Message.time_zone, Message.time_zones, Message.windows, Message.template_id, Message.not_before)
 
 
-@dataclass(frozen=True)
-class ScheduleResult:
-    queued: int
-    delayed: int
-    expired: int = 0
-
-
 @dataclass
-class _Tally:
-    """How many messages a scheduling pass queued, delayed and expired."""
+class ScheduleResult:
+    """How many messages a scheduling pass queued, delayed and expired (counted as the pass goes)."""
 
     queued: int = 0
     delayed: int = 0
@@ -94,12 +87,12 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
     now = now or utcnow()
     with session_scope() as session:
         planner = planner_for(session, task_id)
-        tally = _Tally()
+        tally = ScheduleResult()
         _schedule_created(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value), now, tally)
         _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value), now,
                     "validity period ran out while the task was paused", tally)
         tally.expired += reschedule_closed(session, task_id, now)
-    return ScheduleResult(queued=tally.queued, delayed=tally.delayed, expired=tally.expired)
+    return tally
 
 
 def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
@@ -111,13 +104,13 @@ def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
     )
     if session.execute(select(Message.id).where(closed).limit(1)).first() is None:
         return 0
-    tally = _Tally()
+    tally = ScheduleResult()
     _reschedule(session, planner_for(session, task_id), closed, now,
                 "its window closed before it was sent and its validity period ends before the next window opens", tally)
     return tally.expired
 
 
-def _schedule_created(session: Session, planner: Planner, created: ColumnElement[bool], now: datetime, tally: _Tally) -> None:
+def _schedule_created(session: Session, planner: Planner, created: ColumnElement[bool], now: datetime, tally: ScheduleResult) -> None:
     for group in session.execute(select(*_GROUP, Message.validity_period).where(created).distinct()).all():
         *inputs, validity = group
         in_group = and_(created, _same(inputs), Message.validity_period == validity)
@@ -127,7 +120,7 @@ def _schedule_created(session: Session, planner: Planner, created: ColumnElement
 
 
 def _reschedule(session: Session, planner: Planner, condition: ColumnElement[bool], now: datetime, expiry_reason: str,
-                tally: _Tally) -> None:
+                tally: ScheduleResult) -> None:
     """Give held or late messages their next slot, keeping their expiry."""
     for inputs in session.execute(select(*_GROUP).where(condition).distinct()).all():
         in_group = and_(condition, _same(inputs))
@@ -139,7 +132,7 @@ def _reschedule(session: Session, planner: Planner, condition: ColumnElement[boo
 
 
 def _slot_or_expire(session: Session, planner: Planner, in_group: ColumnElement[bool], now: datetime, inputs: Sequence[Any],
-                    tally: _Tally) -> Slot | None:
+                    tally: ScheduleResult) -> Slot | None:
     """The group's next slot; a group whose windows never meet in all its zones is EXPIRED instead."""
     try:
         return planner.slot(now, *inputs)
@@ -148,7 +141,7 @@ def _slot_or_expire(session: Session, planner: Planner, in_group: ColumnElement[
         return None
 
 
-def _move(session: Session, in_group: ColumnElement[bool], slot: Slot, zone: str, now: datetime, tally: _Tally, **values: Any) -> None:
+def _move(session: Session, in_group: ColumnElement[bool], slot: Slot, zone: str, now: datetime, tally: ScheduleResult, **values: Any) -> None:
     """QUEUED if the slot has begun, else DELAYED until it does."""
     due = slot.start <= now
     moved = transition(
