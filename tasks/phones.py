@@ -10,6 +10,7 @@ import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, PhoneNumber
 from phonenumbers import timezone as phone_zones
 from phonenumbers.phonenumberutil import _is_number_matching_desc as _matches_kind
+from phonenumbers.re_util import re_compile
 
 from models.settings import Settings, get_settings
 from tasks.windows import zone_for
@@ -123,16 +124,11 @@ def _valid_region(number: PhoneNumber) -> str | None:
         if metadata is None:
             continue
         if metadata.leading_digits is not None:
-            if _leading_digits(metadata.leading_digits).match(national):
+            if re_compile(metadata.leading_digits).match(national):
                 return region if _is_valid_for_region(number, region) else None
         elif _has_known_kind(national, metadata):
             return region
     return None
-
-
-@cache
-def _leading_digits(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def _is_valid_for_region(number: PhoneNumber, region: str | None) -> bool:
