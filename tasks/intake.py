@@ -43,10 +43,11 @@ from tasks.templates import directory
 from tasks.validate import Columns, FirstUnique, RowError
 
 CHUNK_ROWS = 5000
-# A file with fewer rows is checked in this process: starting workers (each imports this module,
-# about 2 s) costs more than they save. Measured on 2 cores with short rows: 20,000 rows took 1.1 s
-# here and 2.3 s with workers started after reading ahead; 50,000 rows (workers started early) 3.5 s
-# here and 3.0 s with workers; 200,000 rows 10.9 s and 8.1 s. Tests lower it to use the workers.
+# A file with fewer rows is checked in this process: starting workers costs more than they save.
+# Measured on 2 cores with short rows, with spawned workers that imported Prefect (about 2 s each):
+# 20,000 rows took 1.1 s here and 2.3 s with workers started after reading ahead; 50,000 rows
+# (workers started early) 3.5 s here and 3.0 s with workers; 200,000 rows 10.9 s and 8.1 s. Workers
+# now start quicker (see Workers.start), so the bound is cautious. Tests lower it to use the workers.
 POOL_MIN_ROWS = 50_000
 # A file this large on disk starts its workers before it is read, so they import while it loads
 # (a million-row .xlsx of 25 MB takes about 5 s to load).
@@ -133,7 +134,9 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
             insert_new(session, Rejection, [_rejection(task_id, e) for e in rejections])
             _store_short_links(session, task_id, links)
             log_changes_at(session, now, "intake")
-        messages.clear(), rejections.clear(), links.clear()
+        messages.clear()
+        rejections.clear()
+        links.clear()
 
     with _collector_paused(), closing(checked_jobs(task_file.rows, rules, workers)) as jobs:
         for job in jobs:
@@ -144,7 +147,10 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
                     repeats.add(index)
                     rejections.append(error)
                     job.links.pop(row, None)
-            messages.extend(m for i, m in enumerate(job.messages) if i not in repeats) if repeats else messages.extend(job.messages)
+            if repeats:
+                messages.extend(m for i, m in enumerate(job.messages) if i not in repeats)
+            else:  # nearly every job: no per-message step in this process, the busiest one
+                messages.extend(job.messages)
             rejections.extend(job.rejections)
             links.update(job.links)
             if len(messages) + len(rejections) >= CHUNK_ROWS:

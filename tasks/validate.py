@@ -101,6 +101,8 @@ class ValidRow:
     windows: list[str] | None = None
     # Every zone the number may be in, when there are several (used with strict local time).
     time_zones: tuple[str, ...] = ()
+    # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
+    params: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stored_windows(self) -> str | None:
@@ -109,9 +111,8 @@ class ValidRow:
 
     @property
     def stored_time_zones(self) -> str | None:
+        """The row's candidate zones as the message stores them (only when there are several)."""
         return " ".join(self.time_zones) if len(self.time_zones) > 1 else None
-    # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
-    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
