@@ -65,6 +65,24 @@ class Settings(BaseSettings):
     # Longer than the longest in-process wait, since the lease is renewed once per dispatch batch.
     lease_seconds: float = 90.0
 
+    # --- Who may use the API, and where task files may come from ---
+    # The folder task files given by path must be in (the CLI copies a local file there); empty: `home`/uploads.
+    upload_dir: Path | None = None
+    # Networks (CIDR) a task-file URL may reach although they are not public, e.g. ["127.0.0.0/8"] for a local
+    # file server; loopback, private, link-local, multicast and reserved addresses are refused otherwise.
+    task_file_private_networks: list[str] = Field(default_factory=list)
+    task_file_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+    # The whole download, redirects included, must finish within this many seconds.
+    task_file_download_seconds: float = Field(default=60.0, gt=0)
+    # Keep each task's stored copy of its file after its rows are in the database (else it is deleted then).
+    keep_task_files: bool = False
+    # Host names the API answers to; empty: localhost, 127.0.0.1 and the hosts of api_url and public_url.
+    trusted_hosts: list[str] = Field(default_factory=list)
+    # Signs report links and derives the providers' webhook secrets; empty: generated once into `home`/secret.key.
+    secret_key: str = ""
+    # How long a signed report link in a run's artifacts stays valid.
+    signed_link_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -78,6 +96,10 @@ class Settings(BaseSettings):
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.upload_dir or self.home / "uploads"
 
 
 @lru_cache

@@ -39,6 +39,7 @@ from tasks.intake_worker import (
     start_worker,
 )
 from tasks.parse import read_task_file
+from tasks.task_file import discard_stored_file
 from tasks.templates import directory
 from tasks.validate import Columns, FirstUnique, RowError
 
@@ -98,6 +99,7 @@ def intake(task_id: int) -> IntakeResult:
         notification_task.unknown_columns = columns.unknown
         notification_task.ingested_at = utcnow()
         session.add(notification_task)
+    discard_stored_file(path)  # the rows are stored: a re-run reads them, not the file
     return IntakeResult(accepted, rejected, columns.unknown)
 
 

@@ -1,11 +1,8 @@
 """The notification task's record: created for a flow run, its state kept in step with the run."""
 from __future__ import annotations
 
-import shutil
 import uuid
-from pathlib import Path
 
-import httpx
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import select
@@ -13,9 +10,9 @@ from sqlalchemy import select
 from models.db import session_scope
 from models.errors import TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
-from models.settings import get_settings
 from models.status import TaskState
 from models.tables import NotificationTask, utcnow
+from tasks import task_file
 from tasks.windows import parse_windows
 
 
@@ -23,8 +20,8 @@ from tasks.windows import parse_windows
 def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
     """The task this flow run works on: found again on every re-entry (resume, wake-up, retry), else created.
 
-    The file is copied under the task's own name on creation, so a re-run reads exactly what the
-    first run read, whatever happened to the original since.
+    The file is copied under the task's own name on creation, so a re-run before its rows are stored
+    reads exactly what the first run read; once they are, the copy is deleted and re-runs read the database.
     """
     with session_scope() as session:
         if params.task_id is not None:
@@ -50,13 +47,13 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
     except ValueError as exc:
         raise TaskFileError(f"time limiter: {exc}") from exc
     uid = uuid.uuid4().hex
-    stored = _store_file(params.task_file, uid)
+    stored = task_file.store(params.task_file, uid)
     with session_scope() as session:
         created = NotificationTask(
             uid=uid,
             name=params.task_name,
             file=str(stored),
-            source_file=params.task_file,
+            source_file=task_file.redact(params.task_file),
             windows=windows,
             channels=[c.value for c in params.channels],
             dry_run=params.dry_run,
@@ -79,29 +76,6 @@ def set_state(task_id: int, state: TaskState, description: str = "") -> None:
         if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
             notification_task.finished_at = utcnow()
         session.add(notification_task)
-
-
-def _store_file(source: str, uid: str) -> Path:
-    files = get_settings().files_dir.resolve()
-    files.mkdir(parents=True, exist_ok=True)
-    if source.startswith(("http://", "https://")):
-        suffix = Path(httpx.URL(source).path).suffix or ".xlsx"
-        target = files / f"{uid}{suffix}"
-        try:
-            with httpx.stream("GET", source, follow_redirects=True, timeout=60) as response:
-                response.raise_for_status()
-                with target.open("wb") as out:
-                    for block in response.iter_bytes():
-                        out.write(block)
-        except httpx.HTTPError as exc:
-            raise TaskFileError(f"task file {source!r} could not be downloaded ({exc}); check the URL") from exc
-        return target
-    path = Path(source).expanduser()
-    if not path.is_file():
-        raise TaskFileError(f"task file {source!r} does not exist on the server; give a path the server can read or an http(s) URL")
-    target = files / f"{uid}{path.suffix.lower()}"
-    shutil.copyfile(path, target)
-    return target
 
 
 def is_cancelled(task_id: int) -> bool:

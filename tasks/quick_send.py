@@ -11,7 +11,7 @@ from models.settings import get_settings
 
 
 def write_send_file(message: SendNotificationParams) -> Path:
-    folder = get_settings().files_dir.resolve()
+    folder = get_settings().uploads_dir.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"send-{uuid.uuid4().hex}.csv"
     with path.open("w", newline="", encoding="utf-8") as handle:
