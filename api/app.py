@@ -3,23 +3,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, HTTPException
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import func, select, update
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from api.auth import require_token, require_webhook_secret, trusted_hosts
 from api.templates import router as templates_router
 from deployments.control import cancel, pause, resume
 from deployments.runs import start_run, ui_url
 from models.db import get_engine, session_scope
-from models.errors import NotiflowError, TaskNotFound
+from models.errors import NotiflowError, TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, ShortLink
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxCarrier
+from tasks import task_file
 from tasks.funnel import funnel_svg
 from tasks.track import apply_reports
 
@@ -30,16 +32,26 @@ async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-app = FastAPI(title="notiflow", summary="Multichannel notification campaigns on Prefect", lifespan=_lifespan)
-app.include_router(templates_router)
+# The schema is served only with a token (below), and no docs page that would fetch it without one.
+app = FastAPI(title="notiflow", summary="Multichannel notification campaigns on Prefect", lifespan=_lifespan,
+              openapi_url=None, docs_url=None, redoc_url=None)
+app.add_middleware(TrustedHostMiddleware, allowed_hosts=trusted_hosts())
+# Every route is on one of these two: `protected` needs a token, `public` is what strangers may reach.
+protected = APIRouter(dependencies=[Depends(require_token)])
+public = APIRouter()
 
 
-@app.get("/health")
+@protected.get("/openapi.json", include_in_schema=False)
+def openapi_schema() -> dict[str, Any]:
+    return app.openapi()
+
+
+@public.get("/health")
 def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@app.post("/webhooks/sandbox")
+@public.post("/webhooks/sandbox", dependencies=[Depends(require_webhook_secret(SandboxCarrier.name))])
 def sandbox_reports(payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
     """Delivery reports pushed by the sandbox carrier; polling stays the safety net."""
     try:
@@ -51,7 +63,7 @@ def sandbox_reports(payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
     return {"received": len(reports), "applied": applied}
 
 
-@app.get("/tasks/{task_id}/funnel.svg")
+@protected.get("/tasks/{task_id}/funnel.svg")
 def task_funnel(task_id: int) -> Response:
     """The delivery funnel chart the run's summary artifact shows."""
     try:
@@ -61,7 +73,7 @@ def task_funnel(task_id: int) -> Response:
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
 
 
-@app.get("/tasks/{task_id}/report.xlsx")
+@protected.get("/tasks/{task_id}/report.xlsx")
 def task_report(task_id: int) -> FileResponse:
     """The task's Excel report, as the run's summary links it."""
     with session_scope() as session:
@@ -72,7 +84,7 @@ def task_report(task_id: int) -> FileResponse:
                         media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
-@app.get("/reports/{name}")
+@protected.get("/reports/{name}")
 def report_file(name: str) -> FileResponse:
     """A file of the reports folder (task reports and history exports), as `notiflow reports` lists them."""
     folder = get_settings().reports_dir.resolve()
@@ -82,7 +94,7 @@ def report_file(name: str) -> FileResponse:
     return FileResponse(path, filename=name, media_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
 
 
-@app.get("/task-templates")
+@protected.get("/task-templates")
 def task_templates() -> list[dict[str, Any]]:
     """The downloadable Excel task templates, with where to get each."""
     from tasks.task_templates import TASK_TEMPLATES
@@ -91,7 +103,7 @@ def task_templates() -> list[dict[str, Any]]:
             for t in TASK_TEMPLATES]
 
 
-@app.get("/task-templates/{file}")
+@protected.get("/task-templates/{file}")
 def task_template(file: str) -> Response:
     """One Excel task template: its columns, an example row, and a sheet describing each column."""
     from tasks.task_templates import BY_FILE, workbook_bytes
@@ -103,11 +115,13 @@ def task_template(file: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{file}"'})
 
 
-@app.post("/tasks", status_code=201)
+@protected.post("/tasks", status_code=201)
 def start_task(params: NotificationTaskParams) -> dict[str, Any]:
     """Start a notification task as a run of the notification-task deployment (as the CLI and the UI do)."""
-    if not params.task_file.startswith(("http://", "https://")) and not Path(params.task_file).is_file():
-        raise HTTPException(status_code=422, detail=f"task_file {params.task_file!r} is not a file on the server; give a server path or an http(s) URL")
+    try:
+        task_file.check_source(params.task_file)
+    except TaskFileError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
     try:
         run = start_run(params)
     except NotiflowError as exc:
@@ -115,7 +129,7 @@ def start_task(params: NotificationTaskParams) -> dict[str, Any]:
     return {"flow_run_id": str(run.id), "ui_url": ui_url(run.id)}
 
 
-@app.get("/tasks/{task_id}")
+@protected.get("/tasks/{task_id}")
 def read_task(task_id: int) -> dict[str, Any]:
     """A task's state and message counts per status."""
     with session_scope() as session:
@@ -130,7 +144,7 @@ def read_task(task_id: int) -> dict[str, Any]:
             "flow_run_id": task.flow_run_id, "ui_url": ui_url(task.flow_run_id) if task.flow_run_id else None}
 
 
-@app.post("/tasks/{task_id}/{action}")
+@protected.post("/tasks/{task_id}/{action}")
 def control_task(task_id: int, action: str) -> dict[str, str]:
     """Pause, resume or cancel a task through its flow run, as the UI's buttons do."""
     actions = {"pause": pause, "resume": resume, "cancel": cancel}
@@ -144,7 +158,7 @@ def control_task(task_id: int, action: str) -> dict[str, str]:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
 
 
-@app.get("/s/{code}")
+@public.get("/s/{code}")
 def follow_short_link(code: str) -> RedirectResponse:
     """A recipient opened a short link: count the click on its message, send them on to the real URL."""
     with session_scope() as session:
@@ -154,3 +168,8 @@ def follow_short_link(code: str) -> RedirectResponse:
     if url is None:
         raise HTTPException(status_code=404, detail="this short link does not exist")
     return RedirectResponse(url, status_code=302)
+
+
+app.include_router(public)
+app.include_router(protected)
+app.include_router(templates_router, dependencies=[Depends(require_token)])

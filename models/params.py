@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import PurePosixPath
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from models.status import Channel, MessageStatus
 
@@ -20,7 +20,8 @@ class NotificationTaskParams(BaseModel):
     task_file: str = Field(
         description="Path of the task file (.xlsx, .xls or .csv) on the server, or an http(s) URL to download it from.",
     )
-    name: str | None = Field(default=None, description="Task name shown in the task list; defaults to the file name.")
+    # A plain string with a default: the run form draws a text box (an optional one is a str/None toggle).
+    name: str = Field(default="", description="Task name shown in the task list; empty: the file name.")
     windows: list[str] = Field(
         default=[],
         description='Time limiter: sending windows in the subscriber\'s local time, "HH:MM-HH:MM" each (24:00 ends a day). '
@@ -36,6 +37,11 @@ class NotificationTaskParams(BaseModel):
         description="Continue an existing notification task instead of creating one (nothing already sent is sent again).",
     )
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_name(cls, value: object) -> object:
+        """Runs created before the name became a plain string carry null."""
+        return "" if value is None else value
 
 
 class HistoryFilter(BaseModel):

@@ -246,3 +246,15 @@ class ShortLink(SQLModel, table=True):
     url: str = Field(sa_column=Column(Text, nullable=False))
     clicks: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ApiToken(SQLModel, table=True):
+    """A named API token: only its SHA-256 is kept, so the database never holds one that works."""
+
+    __tablename__ = "api_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(sa_column=Column(String(255), unique=True, nullable=False))
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    revoked_at: datetime | None = _ts()

@@ -22,6 +22,8 @@ out = Console()
 err = Console(stderr=True, soft_wrap=True)  # an error line is never cut by the terminal width
 app.add_typer(template_app, name="template", help="Templates: create, list, search, show, update, delete.")
 app.add_typer(sender_app, name="sender", help="Registered sender names per channel.")
+token_app = typer.Typer(no_args_is_help=True)
+app.add_typer(token_app, name="token", help="API tokens: create (shown once), list, revoke.")
 
 
 def _emit(data: Any) -> None:
@@ -40,6 +42,7 @@ def run(
     """Create a notification task from FILE, run it as a notification-task deployment run, follow it."""
     from deployments.runs import start_run, ui_url
     from notiflow.follow import follow, summary
+    from tasks.task_file import uploaded
     from tasks.windows import parse_windows
 
     if not file.is_file():
@@ -50,11 +53,13 @@ def run(
             parse_windows(windows)
     except ValueError as exc:
         raise NotiflowError(f"--window: {exc}") from exc
-    params = NotificationTaskParams(task_file=str(file.resolve()), name=name, windows=windows, dry_run=dry_run)
-    flow_run = start_run(params)
-    if not as_json:
-        out.print(f"flow run [bold]{flow_run.name}[/]: {ui_url(flow_run.id)}")
-    finished = follow(flow_run.id, console=None if as_json else err)
+    # The server reads task files from its upload folder only; the run keeps its own copy once it has started.
+    with uploaded(file) as task_file:
+        params = NotificationTaskParams(task_file=str(task_file), name=name or "", windows=windows, dry_run=dry_run)
+        flow_run = start_run(params)
+        if not as_json:
+            out.print(f"flow run [bold]{flow_run.name}[/]: {ui_url(flow_run.id)}")
+        finished = follow(flow_run.id, console=None if as_json else err)
     result = summary(finished)
     if as_json:
         _emit(result)
@@ -159,7 +164,7 @@ def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")]
     with err.status("starting the Prefect server, sandbox carrier and API (first start takes ~20 s)…"):
         started = ensure_background_server()
     out.print("notiflow server " + ("started in the background" if started else "already running: reusing it"))
-    sample = write_sample(settings.home.resolve() / "demo" / "sample-task.xlsx", rows=rows)
+    sample = write_sample(settings.uploads_dir.resolve() / "demo" / "sample-task.xlsx", rows=rows)
     out.print(f"sample task file: {sample} ({rows} rows, some wrong on purpose)")
     # An all-day window so the demo finishes at any hour; real campaigns default to 09:00-20:00 local time.
     params = NotificationTaskParams(task_file=str(sample), name="demo campaign", windows=["00:00-24:00"])
@@ -335,6 +340,47 @@ def checks(
     out.print(table)
     if path:
         out.print(f"exported: {path}")
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="What the token is for, e.g. ci or grafana")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create an API token; it is printed once and only its hash is stored."""
+    from models.api_tokens import create_token
+
+    token = create_token(name)
+    if as_json:
+        _emit({"name": name, "token": token})
+        return
+    out.print(f"token [bold]{name}[/] (shown once, keep it now): {token}", soft_wrap=True)
+    out.print("send it as the header  Authorization: Bearer TOKEN")
+
+
+@token_app.command("list")
+def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The API tokens by name (never the tokens themselves)."""
+    from models.api_tokens import list_tokens
+
+    rows = [{"name": t.name, "created_at": t.created_at.isoformat(), "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None}
+            for t in list_tokens()]
+    if as_json:
+        _emit(rows)
+        return
+    table = Table("name", "created (UTC)", "revoked (UTC)", title="API tokens")
+    for row in rows:
+        table.add_row(row["name"], row["created_at"][:19].replace("T", " "), (row["revoked_at"] or "")[:19].replace("T", " "))
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(name: Annotated[str, typer.Argument(help="The token's name")]) -> None:
+    """Revoke an API token: requests carrying it are refused from now on."""
+    from models.api_tokens import revoke_token
+
+    revoke_token(name)
+    out.print(f"token {name} revoked")
 
 
 @app.command()

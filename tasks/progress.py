@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.db import get_engine
-from models.settings import get_settings
+from models.signing import signed_link
 from models.status import FINAL_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Rejection
 
@@ -66,8 +66,6 @@ def publish_progress(task_id: int, *, with_counts: bool = False) -> None:
 
 def publish_summary(task_id: int) -> str:
     """The closing markdown summary; returns its text."""
-    settings = get_settings()
-    api = settings.api_url.rstrip("/")
     with Session(get_engine()) as session:
         task = session.get(NotificationTask, task_id)
         assert task is not None
@@ -101,9 +99,9 @@ def publish_summary(task_id: int) -> str:
         lines += [f"- {number} × {reason}" for reason, number in reasons]
     lines += [
         "",
-        f"![delivery funnel]({api}/tasks/{task_id}/funnel.svg)",
+        f"![delivery funnel]({signed_link(f'/tasks/{task_id}/funnel.svg')})",
         "",
-        f"[Download the Excel report]({api}/tasks/{task_id}/report.xlsx) · on the server: `{task.report_path}`",
+        f"[Download the Excel report]({signed_link(f'/tasks/{task_id}/report.xlsx')}) · on the server: `{task.report_path}`",
     ]
     markdown = "\n".join(lines)
     create_markdown_artifact(markdown, key=artifact_key(task_id, "summary"), description=f"Summary of {task.name}")

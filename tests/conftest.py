@@ -130,3 +130,46 @@ def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
 @pytest.fixture
 def home() -> Path:
     return _HOME
+
+
+@pytest.fixture(scope="session", autouse=True)
+def upload_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server reads task files from its upload folder only: the tests' temporary folders are it, so the task
+    files tests write there are found, as the CLI's copies are (set before any server of the session starts)."""
+    from models.settings import get_settings
+
+    folder = tmp_path_factory.getbasetemp().resolve()
+    os.environ["NOTIFLOW_UPLOAD_DIR"] = str(folder)
+    get_settings.cache_clear()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def api_token(engine) -> str:  # type: ignore[no-untyped-def]
+    """An API token made the way a user makes one: `notiflow token create NAME`."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from notiflow.cli import app
+
+    result = CliRunner().invoke(app, ["token", "create", f"tests-{uuid.uuid4().hex[:8]}", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["token"]
+
+
+@pytest.fixture(scope="session")
+def auth(api_token: str) -> dict[str, str]:
+    """The headers an API client sends."""
+    return {"Authorization": f"Bearer {api_token}"}
+
+
+@pytest.fixture
+def api_client(auth: dict[str, str]) -> Iterator[object]:
+    """The API in this process, at an address it trusts, with a token (no server needed)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import app
+
+    with TestClient(app, base_url="http://127.0.0.1", headers=auth) as client:
+        yield client

@@ -13,10 +13,13 @@ from sqlmodel import Session
 
 from models.tables import Message, StatusEvent
 from tasks.intake import intake
+from models.signing import webhook_secret
 from tests.test_steps import make_task
 
+SANDBOX_WEBHOOK = f"/webhooks/sandbox?secret={webhook_secret('sandbox')}"
 
-def test_pushed_delivery_report_updates_the_message_once(stack: Any, tmp_path: Path, engine: Any) -> None:
+
+def test_pushed_delivery_report_updates_the_message_once(api_client: Any, tmp_path: Path, engine: Any) -> None:
     task_id = make_task(tmp_path, good=1)
     intake.fn(task_id)
     provider_id = f"sbx-{uuid.uuid4().hex}"
@@ -26,8 +29,8 @@ def test_pushed_delivery_report_updates_the_message_once(stack: Any, tmp_path: P
         session.commit()
     report = {"reports": [{"id": provider_id, "ref": "x", "status": "DELIVERED", "description": "delivered",
                            "updated_at": "2026-11-26T10:00:00.000Z"}]}
-    first = httpx.post(f"{stack.api_url}/webhooks/sandbox", json=report).json()
-    again = httpx.post(f"{stack.api_url}/webhooks/sandbox", json=report).json()
+    first = api_client.post(SANDBOX_WEBHOOK, json=report).json()
+    again = api_client.post(SANDBOX_WEBHOOK, json=report).json()
     assert (first["applied"], again["applied"]) == (1, 0)
     with Session(engine) as session:
         message = session.scalars(select(Message).where(Message.task_id == task_id)).one()
@@ -36,32 +39,32 @@ def test_pushed_delivery_report_updates_the_message_once(stack: Any, tmp_path: P
     assert events == ["webhook"]
 
 
-def test_malformed_delivery_report_is_refused_with_422(stack: Any) -> None:
-    response = httpx.post(f"{stack.api_url}/webhooks/sandbox", json={"nope": 1})
+def test_malformed_delivery_report_is_refused_with_422(api_client: Any) -> None:
+    response = api_client.post(SANDBOX_WEBHOOK, json={"nope": 1})
     assert response.status_code == 422
     assert "delivery report" in response.text
 
 
 @pytest.mark.e2e
-def test_campaign_started_over_http_runs_as_a_deployment_run(stack: Any, tmp_path: Path) -> None:
+def test_campaign_started_over_http_runs_as_a_deployment_run(stack: Any, tmp_path: Path, auth: dict[str, str]) -> None:
     from uuid import UUID
 
     from notiflow.follow import follow, summary
     from tests.files import phones, write_xlsx
 
     path = write_xlsx(tmp_path / "api.xlsx", ["phone", "text"], [[p, "hi"] for p in phones(5, start=uuid.uuid4().int % 9_000_000)])
-    started = httpx.post(f"{stack.api_url}/tasks", json={"task_file": str(path), "name": "api campaign", "windows": ["00:00-24:00"]}, timeout=30)
+    started = httpx.post(f"{stack.api_url}/tasks", json={"task_file": str(path), "name": "api campaign", "windows": ["00:00-24:00"]}, timeout=30, headers=auth)
     assert started.status_code == 201, started.text
     assert started.json()["ui_url"].endswith(started.json()["flow_run_id"])
     result = summary(follow(UUID(started.json()["flow_run_id"]), console=None, timeout=120, stop_when_waiting=False))
     assert result["state"] == "COMPLETED"
-    task = httpx.get(f"{stack.api_url}/tasks/{result['task_id']}").json()
+    task = httpx.get(f"{stack.api_url}/tasks/{result['task_id']}", headers=auth).json()
     assert (task["name"], task["state"], sum(task["counts"].values())) == ("api campaign", "completed", 5)
-    refused = httpx.post(f"{stack.api_url}/tasks/{result['task_id']}/pause", timeout=30)
+    refused = httpx.post(f"{stack.api_url}/tasks/{result['task_id']}/pause", timeout=30, headers=auth)
     assert refused.status_code == 409 and "cannot be paused" in refused.json()["detail"]
 
 
-def test_starting_a_task_with_a_missing_file_is_refused(stack: Any, tmp_path: Path) -> None:
-    response = httpx.post(f"{stack.api_url}/tasks", json={"task_file": str(tmp_path / "nope.xlsx")})
-    assert response.status_code == 422 and "is not a file on the server" in response.json()["detail"]
-    assert httpx.get(f"{stack.api_url}/tasks/999999").status_code == 404
+def test_starting_a_task_with_a_missing_file_is_refused(api_client: Any, tmp_path: Path) -> None:
+    response = api_client.post("/tasks", json={"task_file": str(tmp_path / "nope.xlsx")})
+    assert response.status_code == 422 and "is not a file in the upload folder" in response.json()["detail"]
+    assert api_client.get("/tasks/999999").status_code == 404

@@ -109,10 +109,15 @@ def test_run_shows_progress_counts_and_a_summary_in_the_ui(stack: Any, finished_
         summary_ = latest("summary").data
     assert "**120** rows accepted, **3** rejected" in summary_
     assert "delivery rate" in summary_ and "Top rejection reasons" in summary_
-    funnel = httpx.get(f"{stack.api_url}/tasks/{task_id}/funnel.svg")
+    # The summary's links open without a token (the UI cannot send one): they are signed.
+    funnel_link = summary_.split("![delivery funnel](", 1)[1].split(")", 1)[0]
+    report_link = summary_.split("[Download the Excel report](", 1)[1].split(")", 1)[0]
+    assert funnel_link.startswith(f"{stack.api_url}/tasks/{task_id}/funnel.svg?")
+    funnel = httpx.get(funnel_link)
     assert funnel.status_code == 200 and funnel.text.startswith("<svg") and ">120<" in funnel.text
-    report = httpx.get(f"{stack.api_url}/tasks/{task_id}/report.xlsx")
+    report = httpx.get(report_link)
     assert report.status_code == 200 and report.content[:2] == b"PK"
+    assert httpx.get(report_link.split("?", 1)[0]).status_code == 401
 
 
 def test_second_run_of_the_same_task_sends_nothing_again(stack: Any, engine: Any, finished_campaign: dict[str, Any]) -> None:

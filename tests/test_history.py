@@ -95,7 +95,8 @@ def test_history_report_deployment_is_scheduled_daily_and_monthly_and_links_its_
         assert final.is_completed(), final.message
         artifact = client.read_latest_artifacts(limit=50)
     summary = next(a for a in artifact if a.key == "history-report")
-    link = summary.description and summary.data
-    name = str(link).split("/reports/", 1)[1].split(")", 1)[0]
-    download = httpx.get(f"{stack.api_url}/reports/{name}")
+    link = str(summary.data).split("](", 1)[1].split(")", 1)[0]
+    assert link.startswith(f"{stack.api_url}/reports/")
+    download = httpx.get(link)  # as the UI's link is opened: signed, no token
     assert download.status_code == 200 and download.content[:2] == b"PK"
+    assert httpx.get(link.split("?", 1)[0]).status_code == 401

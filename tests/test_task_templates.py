@@ -77,12 +77,12 @@ def test_full_list_has_every_column_of_the_spec() -> None:
     assert names <= aliases, f"missing from the full list: {sorted(names - aliases)}"
 
 
-def test_api_lists_and_serves_the_templates(stack: Any) -> None:
-    listed = httpx.get(f"{stack.api_url}/task-templates", timeout=30).json()
+def test_api_lists_and_serves_the_templates(stack: Any, auth: dict[str, str]) -> None:
+    listed = httpx.get(f"{stack.api_url}/task-templates", timeout=30, headers=auth).json()
     assert [t["title"] for t in listed] == TITLES
-    response = httpx.get(f"{stack.api_url}{listed[0]['url']}", timeout=30)
+    response = httpx.get(f"{stack.api_url}{listed[0]['url']}", timeout=30, headers=auth)
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
     workbook = load_workbook(io.BytesIO(response.content))
     assert [c.value for c in workbook["Messages"][1]] == listed[0]["columns"]
-    missing = httpx.get(f"{stack.api_url}/task-templates/nope.xlsx", timeout=30)
+    missing = httpx.get(f"{stack.api_url}/task-templates/nope.xlsx", timeout=30, headers=auth)
     assert missing.status_code == 404 and "/task-templates" in missing.json()["detail"]

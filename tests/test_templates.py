@@ -350,22 +350,22 @@ def test_api_registers_and_lists_senders_and_refuses_a_duplicate(client: TestCli
 
 
 @pytest.mark.e2e
-def test_templates_over_http_on_the_running_api(stack: Any) -> None:
+def test_templates_over_http_on_the_running_api(stack: Any, auth: dict[str, str]) -> None:
     """Create, search, read, replace and delete a template through the real API server."""
     import httpx
 
     base = stack.api_url
     sender = f"HTTP{uuid.uuid4().hex[:6]}"
-    assert httpx.post(f"{base}/senders", json={"name": sender, "channel": "sms"}).status_code in (200, 201)
+    assert httpx.post(f"{base}/senders", json={"name": sender, "channel": "sms"}, headers=auth).status_code in (200, 201)
     body = {"name": f"http template {sender}", "channels": [{"channel": "sms", "text": "Hi {name}", "sender": sender}]}
-    created = httpx.post(f"{base}/templates", json=body)
+    created = httpx.post(f"{base}/templates", json=body, headers=auth)
     assert created.status_code in (200, 201), created.text
     template_id = created.json()["id"]
-    found = httpx.get(f"{base}/templates", params={"search": sender.lower()}).json()
+    found = httpx.get(f"{base}/templates", params={"search": sender.lower()}, headers=auth).json()
     assert [t["id"] for t in found] == [template_id]
     body["channels"][0]["text"] = "Hello {name}"
-    assert httpx.put(f"{base}/templates/{template_id}", json=body).json()["channels"][0]["text"] == "Hello {name}"
-    refused = httpx.post(f"{base}/templates", json={**body, "channels": [{"channel": "sms", "text": "x", "sender": "NOBODY"}]})
+    assert httpx.put(f"{base}/templates/{template_id}", json=body, headers=auth).json()["channels"][0]["text"] == "Hello {name}"
+    refused = httpx.post(f"{base}/templates", json={**body, "channels": [{"channel": "sms", "text": "x", "sender": "NOBODY"}]}, headers=auth)
     assert refused.status_code == 422 and "notiflow sender add NOBODY --channel sms" in refused.text
-    assert httpx.delete(f"{base}/templates/{template_id}").status_code in (200, 204)
-    assert httpx.get(f"{base}/templates/{template_id}").status_code == 404
+    assert httpx.delete(f"{base}/templates/{template_id}", headers=auth).status_code in (200, 204)
+    assert httpx.get(f"{base}/templates/{template_id}", headers=auth).status_code == 404

@@ -303,7 +303,7 @@ async def push_reports(state: CarrierState, client: httpx.AsyncClient) -> None:
                 elif delivery.attempts >= REPORT_ATTEMPTS:
                     logger.warning(
                         "dropping %d reports for %s after %d attempts",
-                        len(delivery.reports), delivery.url, delivery.attempts,
+                        len(delivery.reports), without_query(delivery.url), delivery.attempts,
                     )
                     state.deliveries.remove(delivery)
                 else:
@@ -317,12 +317,17 @@ async def post_reports(client: httpx.AsyncClient, delivery: Delivery) -> bool:
     try:
         response = await client.post(delivery.url, json={"reports": delivery.reports})
     except httpx.HTTPError as exc:
-        logger.warning("delivery reports to %s failed: %s", delivery.url, exc)
+        logger.warning("delivery reports to %s failed: %s", without_query(delivery.url), exc)
         return False
     if response.is_success:
         return True
-    logger.warning("delivery reports to %s answered HTTP %d", delivery.url, response.status_code)
+    logger.warning("delivery reports to %s answered HTTP %d", without_query(delivery.url), response.status_code)
     return False
+
+
+def without_query(url: str) -> str:
+    """A webhook URL for the log: its query may carry the receiver's secret."""
+    return url.split("?", 1)[0]
 
 
 def create_app(config: CarrierConfig) -> FastAPI:

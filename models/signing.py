@@ -1,0 +1,63 @@
+"""The server's secret: signed, expiring links for what the run's artifacts show, and the providers' webhook secrets.
+
+Links in the Prefect UI cannot carry an Authorization header, so they carry an HMAC of their path
+and expiry instead; a webhook carries a secret derived from the same key for its provider.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from models.settings import get_settings
+
+
+def server_secret() -> bytes:
+    settings = get_settings()
+    if settings.secret_key:
+        return settings.secret_key.encode()
+    return _stored_secret(settings.home.resolve() / "secret.key")
+
+
+@lru_cache
+def _stored_secret(path: Path) -> bytes:
+    """The secret kept in `path`, generated on first use; every process (API, flow runs) reads the same one."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_urlsafe(32))
+        try:
+            os.link(draft, path)  # atomic: two processes starting at once keep the first one's secret
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip().encode()
+
+
+def _signature(path: str, expires: int) -> str:
+    return hmac.new(server_secret(), f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def signed_link(path: str) -> str:
+    """The API address of `path` (e.g. /tasks/5/report.xlsx) that works without a token until it expires."""
+    settings = get_settings()
+    expires = int(time.time()) + settings.signed_link_seconds
+    return f"{settings.api_url.rstrip('/')}{path}?expires={expires}&signature={_signature(path, expires)}"
+
+
+def signature_valid(path: str, expires: str, signature: str) -> bool:
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(signature, _signature(path, int(expires)))
+
+
+def webhook_secret(provider: str) -> str:
+    """The secret `provider`'s delivery reports must carry."""
+    return hmac.new(server_secret(), f"webhook:{provider}".encode(), hashlib.sha256).hexdigest()
