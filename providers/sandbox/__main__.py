@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs each request's full URL, and a webhook URL carries its receiver's secret.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     config = CarrierConfig.from_file(args.config) if args.config else CarrierConfig.from_env()
     logger.info("sandbox carrier on http://%s:%d with %s", args.host, args.port, config.model_dump_json())
     # A request hanging in an injected timeout would otherwise hold Ctrl-C for timeout_seconds.
