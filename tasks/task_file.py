@@ -128,7 +128,7 @@ def download(url: str, target: Path) -> None:
                     raise httpx.TimeoutException("deadline")
                 with client.stream("GET", current, timeout=min(remaining, STALL_SECONDS)) as response:
                     _check_peer(response, shown)
-                    if response.is_redirect:
+                    if response.is_redirect and "location" in response.headers:
                         current = str(response.url.join(response.headers["location"]))
                         continue
                     if response.status_code != 200:

@@ -116,6 +116,21 @@ def test_a_host_header_the_api_does_not_know_is_refused(stranger: TestClient, au
     assert stranger.get("/tasks/999999", headers={"Host": "evil.com", **auth}).status_code == 400
 
 
+def test_trusted_hosts_are_localhost_and_the_apis_own_addresses_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.auth import trusted_hosts
+
+    monkeypatch.setenv("NOTIFLOW_PUBLIC_URL", "https://go.example.com/")
+    get_settings.cache_clear()
+    try:
+        assert {"localhost", "127.0.0.1", "go.example.com"} <= set(trusted_hosts())
+        monkeypatch.setenv("NOTIFLOW_TRUSTED_HOSTS", '["api.example.com"]')
+        get_settings.cache_clear()
+        assert trusted_hosts() == ["api.example.com"]
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+
+
 def test_a_cross_site_post_cannot_pause_or_cancel(stranger: TestClient) -> None:
     """What a web page elsewhere can send: a form POST (no custom header) or a preflight that nothing answers."""
     evil = {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"}
