@@ -102,8 +102,9 @@ def uploaded(path: Path) -> Iterator[Path]:
     if resolved.is_relative_to(folder):
         yield resolved
         return
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     holder = folder / uuid.uuid4().hex
-    holder.mkdir(parents=True, mode=0o700)
+    holder.mkdir(mode=0o700)
     copy = holder / path.name
     with path.open("rb") as original, _private_file(copy) as out:
         shutil.copyfileobj(original, out)

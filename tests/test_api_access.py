@@ -81,7 +81,8 @@ def test_a_token_from_the_cli_opens_the_api_until_it_is_revoked(stranger: TestCl
     assert runner.invoke(cli, ["token", "revoke", name]).exit_code != 0  # nothing left to revoke
     # No other way in: basic auth or a cookie carrying the token do not count.
     assert stranger.get("/tasks/999999", auth=("x", token)).status_code == 401
-    assert stranger.get("/tasks/999999", cookies={"token": token}).status_code == 401
+    with TestClient(app, base_url="http://127.0.0.1", cookies={"token": token, "session": token}) as browser:
+        assert browser.get("/tasks/999999").status_code == 401
 
 
 def test_a_forged_delivery_report_changes_nothing(stranger: TestClient, tmp_path: Path, engine: Any) -> None:
