@@ -15,10 +15,14 @@ class NotificationTaskParams(BaseModel):
     @property
     def task_name(self) -> str:
         """The name in the task list and on the run: the given one, else the file's name."""
-        return self.name or PurePosixPath(self.task_file.split("?")[0]).stem or "notification task"
+        source = self.task_file.split("?")[0]
+        if "://" in source:  # a URL: only its path names the task, its host part may carry credentials
+            source = source.split("://", 1)[1].partition("/")[2]
+        return self.name or PurePosixPath(source).stem or "notification task"
 
     task_file: str = Field(
-        description="Path of the task file (.xlsx, .xls or .csv) on the server, or an http(s) URL to download it from.",
+        description="Path of the task file (.xlsx, .xls or .csv) in the server's upload folder (NOTIFLOW_UPLOAD_DIR), "
+                    "or a public http(s) URL to download it from.",
     )
     # A plain string with a default: the run form draws a text box (an optional one is a str/None toggle).
     name: str = Field(default="", description="Task name shown in the task list; empty: the file name.")

@@ -199,3 +199,5 @@ def test_the_run_form_draws_the_name_as_a_plain_text_box() -> None:
     name = schema["definitions"]["NotificationTaskParams"]["properties"]["name"]
     assert name["type"] == "string" and name["default"] == "" and "anyOf" not in name
     assert NotificationTaskParams(task_file="/x/November promo.xlsx", name=None).task_name == "November promo"  # type: ignore[arg-type]
+    assert NotificationTaskParams(task_file="https://admin:hunter2@example.com").task_name == "notification task"
+    assert NotificationTaskParams(task_file="https://a:b@example.com/f/promo.csv?x=1").task_name == "promo"
