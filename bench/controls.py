@@ -89,7 +89,10 @@ def main() -> None:
 
         def task_file(size: int) -> str:
             rows = [[p, f"bench {i}"] for i, p in enumerate(phones(size, start=uuid.uuid4().int % 9_000_000))]
-            return str(write_xlsx(home / f"b-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text"], rows))
+            # Task files must come from the upload folder (issue 11, item 7).
+            uploads = home / "uploads"
+            uploads.mkdir(mode=0o700, exist_ok=True)
+            return str(write_xlsx(uploads / f"b-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text"], rows))
 
         def task_of(run_id):  # type: ignore[no-untyped-def]
             with Session(engine) as session:
