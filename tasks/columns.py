@@ -14,6 +14,7 @@ from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 
+from models.settings import get_settings
 from models.status import Channel
 
 MESSENGERS = frozenset({Channel.VIBER, Channel.WHATSAPP, Channel.TELEGRAM})
@@ -23,6 +24,12 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
+# A JSON escape of a control character other than tab and line breaks (PostgreSQL stores no NUL).
+_JSON_CONTROL = re.compile(r"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
+_CARD_NUMBER = re.compile(r"[0-9][0-9 -]{10,22}[0-9]")
+# The columns whose values are secrets: never stored or shown in full (spec params.md).
+SECRET_COLUMNS = frozenset({"payment data", "password", "secret key"})
+HIDDEN = "<hidden>"
 
 
 def parse_bool(value: Any) -> bool:
@@ -62,6 +69,15 @@ def text(*, max_chars: int | None = None, max_bytes: int | None = None) -> Calla
             raise ValueError(f"is {len(result.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
         return result
     return parse
+
+
+def message_text(value: Any) -> str:
+    """The message body: as long as NOTIFLOW_MAX_TEXT_CHARS allows (a 200 MB cell is not one SMS)."""
+    result = _text(value)
+    limit = get_settings().max_text_chars
+    if len(result) > limit:
+        raise ValueError(f"is {len(result):,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS)")
+    return result
 
 
 class OutOfRange(ValueError):
@@ -116,6 +132,8 @@ def json_value(kind: type | None = None, *, max_bytes: int | None = None, exampl
         raw = _text(value)
         if max_bytes is not None and len(raw.encode()) > max_bytes:
             raise ValueError(f"is {len(raw.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
+        if "\\u" in raw and (control := _JSON_CONTROL.search(raw)) is not None:
+            raise ValueError(f"holds the control character {control.group()}; remove it (only \\t, \\n and \\r may be escaped)")
         try:
             result = json.loads(raw)
         except ValueError as exc:
@@ -310,16 +328,38 @@ def _check_preview(preview: dict[str, Any]) -> None:
 def _check_payment(payment: dict[str, Any]) -> None:
     unknown = set(payment) - {"card_number", "transaction_id"}
     if unknown:
-        raise ValueError(f"has unknown keys {', '.join(sorted(unknown))}; payment data has card_number and transaction_id")
+        # Key names only, and only plain ones: a value pasted as a key is a secret too.
+        named = sorted(k for k in unknown if k.isidentifier() and len(k) <= 32)
+        keys = ", ".join(named) if len(named) == len(unknown) else f"{len(unknown)} others"
+        raise ValueError(f"has keys other than card_number and transaction_id ({keys}); remove them: "
+                         "payment data keeps only the card number and the transaction id (never a CVV)")
+    card = payment.get("card_number")
+    if card is not None and not (isinstance(card, (str, int)) and _CARD_NUMBER.fullmatch(str(card))):
+        raise ValueError("has a card_number that is not 12–19 digits; write the card number alone")
 
 
 def mask_payment(payment: dict[str, Any]) -> dict[str, Any]:
-    """Payment data as it may be stored and shown: the card number's last four digits only."""
-    masked = dict(payment)
-    if masked.get("card_number"):
-        digits = re.sub(r"\D", "", str(masked["card_number"]))
+    """Payment data as it may be stored and shown: the card number's last four digits, the transaction id,
+    nothing of any other key."""
+    masked = {key: value if key == "transaction_id" else HIDDEN for key, value in payment.items()}
+    if payment.get("card_number"):
+        digits = re.sub(r"\D", "", str(payment["card_number"]))
         masked["card_number"] = "**** " + digits[-4:]
     return masked
+
+
+def shown_value(column: str, value: Any) -> str:
+    """A cell as a rejection may quote it: secrets masked (payment data keeps the card's last four digits)."""
+    if column not in SECRET_COLUMNS:
+        return str(value)
+    if column == "payment data":
+        try:
+            payment = json.loads(str(value))
+        except ValueError:
+            payment = None
+        if isinstance(payment, dict):
+            return json.dumps(mask_payment(payment), ensure_ascii=False)
+    return HIDDEN
 
 
 @dataclass(frozen=True)
@@ -358,7 +398,9 @@ def _columns() -> tuple[Column, ...]:
         Column("destinations", recipient, json_value((dict, list), example='{"to": "+79161234567"}'),  # type: ignore[arg-type]
                "JSON object describing the recipient(s)", '{"to": "+79161234567"}'),
         # Content
-        Column("text", content, text(), "message body, no length limit, split into SMS parts; may use {name} placeholders filled from variables",
+        Column("text", content, message_text,
+               "message body, split into SMS parts, at most NOTIFLOW_MAX_TEXT_CHARS characters (default 20,000); "
+               "may use {name} placeholders filled from variables",
                "Hello, {name}! Your order is ready.", aliases=("message content",)),
         Column("template id", content, integer(1, 2**63 - 1), "id of a stored template (notiflow template list); when set, text is ignored", None),
         Column("template name", content, text(max_chars=255), "registered template name; required for WhatsApp and chat", "order_ready",

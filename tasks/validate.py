@@ -6,6 +6,7 @@ what needs the whole row: the channel's recipient and required columns, the temp
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -28,8 +29,10 @@ from tasks.columns import (
     mask_payment,
     normalise_header,
     parse_bool,
+    shown_value,
 )
 from tasks.compose import CompositionError, fill
+from tasks.parse import MAX_CSV_CELL, OversizedCell
 from tasks.phones import subscriber
 
 # Columns that become the message itself; every other recognised column goes to its params.
@@ -43,6 +46,8 @@ PHONE_CHANNELS = frozenset({Channel.SMS, Channel.VK, Channel.OK}) | MESSENGERS
 ADDRESS_COLUMN = {Channel.EMAIL: "email", Channel.PUSH: "push registration id", Channel.CHAT: "chat id"}
 REQUIRED = {channel: tuple(c.name for c in COLUMNS if channel in c.required_for) for channel in Channel}
 DEFAULT_VALIDITY = 1440
+# Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 __all__ = ["Columns", "Directory", "FirstUnique", "RowError", "TemplateView", "ValidRow", "cell_text", "keep_first_unique",
            "normalise_header", "parse_bool", "validate_rows"]
@@ -181,12 +186,20 @@ class _Row:
         return self.cells.get(name)
 
     def fail(self, column: str, code: str, value: Any, reason: str) -> None:
-        self.errors.append(RowError(self.number, column, code, _shorten("" if value is None else value), reason))
+        # A secret's value never leaves the row check (spec: payment data, password, secret key).
+        shown = "" if value is None else shown_value(column, value)
+        self.errors.append(RowError(self.number, column, code, _shorten(CONTROL_CHARACTERS.sub(_escape, shown)), reason))
 
 
-def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> dict[str, Any]:
-    """The row's recognised cells that hold something, by column name (a blank or NaN cell holds nothing)."""
+def _escape(control: re.Match[str]) -> str:
+    return f"\\x{ord(control.group()):02x}"
+
+
+def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> tuple[dict[str, Any], list[str] | None]:
+    """The row's recognised cells that hold something, by column name (a blank or NaN cell holds nothing),
+    and the names of those that may hold what no cell may (a control character, an oversized CSV cell)."""
     cells: dict[str, Any] = {}
+    suspect: list[str] | None = None
     width = len(values)
     for name, position in positions:
         if position >= width:
@@ -198,10 +211,30 @@ def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -
             value = value.strip()
             if not value:
                 continue
+            # One C call for nearly every cell; a tab, a line break or a no-break space also land here.
+            if not value.isprintable():
+                suspect = [*suspect, name] if suspect else [name]
         elif value.__class__ is float and math.isnan(value):  # pandas' and calamine's empty number
             continue
+        elif value.__class__ is OversizedCell:
+            suspect = [*suspect, name] if suspect else [name]
         cells[name] = value
-    return cells
+    return cells, suspect
+
+
+def _refuse_unreadable_cells(row: _Row, names: list[str]) -> None:
+    """Refuse the row's cells that hold a control character or are too long to read; they are not parsed."""
+    for name in names:
+        value = row.cells[name]
+        if value.__class__ is OversizedCell:
+            row.fail(name, "cell_too_long", f"<{value.length:,} characters>",
+                     f"is {value.length:,} characters long; a CSV cell may hold at most {MAX_CSV_CELL:,}: shorten it")
+            continue
+        control = CONTROL_CHARACTERS.search(value)
+        if control is not None:
+            row.fail(name, "control_character", value,
+                     f"holds the control character U+{ord(control.group()):04X} at character {control.start() + 1}; "
+                     "remove it (only tabs and line breaks may be in a text)")
 
 
 def validate_rows(
@@ -222,10 +255,16 @@ def validate_rows(
     strict = get_settings().strict_local_time
     positions = list(columns.index.items())
     for number, values in rows:
-        cells = _filled_cells(values, positions)
+        cells, suspect = _filled_cells(values, positions)
         if not cells and not any(v not in (None, "") for v in values):
             continue
-        result = _validate_row(_Row(number, cells), region, account_zone, default_channel, default_sender, directory)
+        row = _Row(number, cells)
+        if suspect:
+            _refuse_unreadable_cells(row, suspect)
+            if row.errors:  # the row's other cells are not worth checking: it must be fixed first
+                yield row.errors
+                continue
+        result = _validate_row(row, region, account_zone, default_channel, default_sender, directory)
         if strict and isinstance(result, ValidRow) and result.recipient.startswith("+"):
             result.time_zones = candidate_zones(result.recipient)
         yield result
