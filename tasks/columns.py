@@ -26,7 +26,8 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
 # A JSON escape of a control character other than tab and line breaks (PostgreSQL stores no NUL).
 _JSON_CONTROL = re.compile(r"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
-_CARD_NUMBER = re.compile(r"[0-9][0-9 -]{10,22}[0-9]")
+# A card number: 12–19 digits, maybe in groups; or one masked already (411111******1111).
+_CARD_NUMBER = re.compile(r"[0-9](?:[ -]?[0-9]){11,18}|[0-9]{0,6}[*xX•]{4,13}[0-9]{4}")
 # The columns whose values are secrets: never stored or shown in full (spec params.md).
 SECRET_COLUMNS = frozenset({"payment data", "password", "secret key"})
 HIDDEN = "<hidden>"
@@ -329,22 +330,41 @@ def _check_payment(payment: dict[str, Any]) -> None:
     unknown = set(payment) - {"card_number", "transaction_id"}
     if unknown:
         # Key names only, and only plain ones: a value pasted as a key is a secret too.
-        named = sorted(k for k in unknown if k.isidentifier() and len(k) <= 32)
+        named = sorted(k for k in unknown if _plain_key(k))
         keys = ", ".join(named) if len(named) == len(unknown) else f"{len(unknown)} others"
         raise ValueError(f"has keys other than card_number and transaction_id ({keys}); remove them: "
                          "payment data keeps only the card number and the transaction id (never a CVV)")
     card = payment.get("card_number")
-    if card is not None and not (isinstance(card, (str, int)) and _CARD_NUMBER.fullmatch(str(card))):
-        raise ValueError("has a card_number that is not 12–19 digits; write the card number alone")
+    if card is not None and not _is_card_number(card):
+        raise ValueError("has a card_number that is not a card number (12–19 digits passing the Luhn check, or masked "
+                         "like 411111******1111); write the card number alone")
+
+
+def _plain_key(key: str) -> bool:
+    """A JSON key that reads as a name (cvv, expiry), not as a pasted value (a CVV, a number)."""
+    return key.isidentifier() and len(key) <= 32
+
+
+def _is_card_number(card: Any) -> bool:
+    if not isinstance(card, (str, int)) or isinstance(card, bool) or not _CARD_NUMBER.fullmatch(str(card)):
+        return False
+    digits = [int(d) for d in re.sub(r"\D", "", str(card))]
+    if len(digits) < 12:
+        return True  # masked: only its last digits are left to check
+    # Luhn: a typo, or a CVV run into the number, fails it.
+    total = sum(digits[-1::-2]) + sum(sum(divmod(2 * d, 10)) for d in digits[-2::-2])
+    return total % 10 == 0
 
 
 def mask_payment(payment: dict[str, Any]) -> dict[str, Any]:
     """Payment data as it may be stored and shown: the card number's last four digits, the transaction id,
     nothing of any other key."""
-    masked = {key: value if key == "transaction_id" else HIDDEN for key, value in payment.items()}
-    if payment.get("card_number"):
-        digits = re.sub(r"\D", "", str(payment["card_number"]))
-        masked["card_number"] = "**** " + digits[-4:]
+    masked = {(key if key in ("card_number", "transaction_id") or _plain_key(key) else f"<hidden key {i}>"):
+              (value if key == "transaction_id" else HIDDEN) for i, (key, value) in enumerate(payment.items(), start=1)}
+    card = payment.get("card_number")
+    # Only a well-formed number shows its last digits: in anything else they may be a CVV's.
+    if _is_card_number(card):
+        masked["card_number"] = "**** " + re.sub(r"\D", "", str(card))[-4:]
     return masked
 
 

@@ -171,7 +171,7 @@ def test_params_keep_typed_values_hide_secrets_and_mask_the_card() -> None:
               "Payment Data", "Password", "Secret Key", "Force Send", "Attachments", "Language"]
     (result,) = check(header, [
         PHONE, "hi", "HIGH", 10.0, "26-12-01 10:30:00", date(2026, 12, 2), time(9, 15), '[["10:00", "12:00"]]',
-        "https://example.com/cb", '{"card_number": "4111 1111 1111 1234", "transaction_id": "t-1"}', "hunter2", "s3cr3t", "TRUE",
+        "https://example.com/cb", '{"card_number": "4111 1111 1105 1234", "transaction_id": "t-1"}', "hunter2", "s3cr3t", "TRUE",
         "photo-1_2, doc3_4", "RU",
     ])
     assert isinstance(result, ValidRow)
