@@ -14,7 +14,6 @@ from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 
-from models.settings import get_settings
 from models.status import Channel
 
 MESSENGERS = frozenset({Channel.VIBER, Channel.WHATSAPP, Channel.TELEGRAM})
@@ -24,6 +23,8 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
+# Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A JSON escape of a control character other than tab and line breaks (PostgreSQL stores no NUL).
 _JSON_CONTROL = re.compile(r"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
 # A card number: 12–19 digits, maybe in groups; or one masked already (411111******1111).
@@ -61,9 +62,28 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+_search_control = CONTROL_CHARACTERS.search
+
+
+class ControlCharacter(ValueError):
+    """A cell holding a control character other than tab and line breaks."""
+
+
+def refuse_controls(result: str) -> str:
+    """`result`, unless it holds a control character. The hot parsers call it only when isprintable() is
+    false (one C call for nearly every cell: a tab, a line break or a no-break space make it false too)."""
+    control = CONTROL_CHARACTERS.search(result)
+    if control is not None:
+        raise ControlCharacter(f"holds the control character U+{ord(control.group()):04X} at character {control.start() + 1}; "
+                               "remove it (only tabs and line breaks may be in a text)")
+    return result
+
+
 def text(*, max_chars: int | None = None, max_bytes: int | None = None) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         result = _text(value)
+        if not result.isprintable() and _search_control(result):
+            refuse_controls(result)
         if max_chars is not None and len(result) > max_chars:
             raise ValueError(f"is {len(result)} characters long; at most {max_chars} are allowed")
         if max_bytes is not None and len(result.encode()) > max_bytes:
@@ -73,12 +93,18 @@ def text(*, max_chars: int | None = None, max_bytes: int | None = None) -> Calla
 
 
 def message_text(value: Any) -> str:
-    """The message body: as long as NOTIFLOW_MAX_TEXT_CHARS allows (a 200 MB cell is not one SMS)."""
+    """The message body; its length is checked with the row, against NOTIFLOW_MAX_TEXT_CHARS."""
     result = _text(value)
-    limit = get_settings().max_text_chars
-    if len(result) > limit:
-        raise ValueError(f"is {len(result):,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS)")
+    if not result.isprintable() and _search_control(result):
+        refuse_controls(result)
     return result
+
+
+def text_too_long(length: int, limit: int) -> str | None:
+    """Why a message text of `length` characters is refused, or None (a 200 MB cell is not one SMS)."""
+    if length <= limit:
+        return None
+    return f"is {length:,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS)"
 
 
 class OutOfRange(ValueError):
@@ -149,7 +175,7 @@ def json_value(kind: type | None = None, *, max_bytes: int | None = None, exampl
 
 def url(*, max_bytes: int | None = None, schemes: Sequence[str] = ("http", "https")) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        result = _text(value)
+        result = refuse_controls(_text(value))
         if max_bytes is not None and len(result.encode()) > max_bytes:
             raise ValueError(f"is {len(result.encode())} bytes long; at most {max_bytes} are allowed")
         parts = urlsplit(result)
@@ -162,7 +188,7 @@ def url(*, max_bytes: int | None = None, schemes: Sequence[str] = ("http", "http
 
 
 def email(value: Any) -> str:
-    result = _text(value)
+    result = refuse_controls(_text(value))
     if len(result) > 254 or not _EMAIL.fullmatch(result):
         raise ValueError(f"{_quote(value)} is not an e-mail address like name@example.com")
     return result

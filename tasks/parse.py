@@ -29,6 +29,13 @@ class OversizedCell:
     def __init__(self, length: int):
         self.length = length
 
+    def __str__(self) -> str:
+        return f"<{self.length:,} characters>"
+
+
+class OversizedRow(list):  # type: ignore[type-arg]
+    """A CSV row with an OversizedCell: validation tells it by its class, one check per row."""
+
 
 @dataclass
 class TaskFile:
@@ -146,7 +153,7 @@ def _decodes(path: Path, encoding: str) -> _DecodeError | None:
 def _csv_rows(path: Path) -> Iterator[tuple[int, list[Any]]]:
     encoding = csv_encoding(path)
     # Cells are measured after reading: csv's own limit would stop the whole file with an error.
-    csv.field_size_limit(sys.maxsize)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     with path.open(newline="", encoding=encoding) as handle:
         sample = handle.read(64 * 1024)
         handle.seek(0)
@@ -156,5 +163,5 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, list[Any]]]:
             dialect = csv.excel
         for number, row in enumerate(csv.reader(handle, dialect), start=1):
             if max(map(len, row), default=0) > MAX_CSV_CELL:
-                row = [OversizedCell(len(cell)) if len(cell) > MAX_CSV_CELL else cell for cell in row]  # type: ignore[misc]
+                row = OversizedRow(OversizedCell(len(cell)) if len(cell) > MAX_CSV_CELL else cell for cell in row)
             yield number, row

@@ -38,6 +38,7 @@ _SLACK = 1 << 20
 # measuring child is this plus the budget).
 _CHILD_BASE = 512 << 20
 _CHUNK = 1 << 22
+_CHILD_SECONDS = 600
 
 # A value cell takes at least this many bytes of XML (`<c r="A1"><v>1</v></c>` is 21).
 _MIN_CELL_XML = 16
@@ -81,15 +82,14 @@ def check_sheet_shape(path: Path) -> None:
         try:
             archive = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError):
-            return  # not a zip: the reader says it is not a readable spreadsheet
-        with archive:
-            _refuse_zip_bomb(path, archive)
-            member = _first_sheet(archive)
-            if member is None:
-                return  # the reader reports the damage
-            bound = _scan_sheet(path, archive, member)
-        if bound.regular and bound.memory() <= allowed:
-            return
+            archive = None  # not a zip: whatever it is, the child reads it first
+        if archive is not None:
+            with archive:
+                _refuse_zip_bomb(path, archive)
+                member = _first_sheet(archive)
+                bound = _scan_sheet(path, archive, member) if member is not None else None
+            if bound is not None and bound.regular and bound.memory() <= allowed:
+                return
     _measure_in_child(path, allowed)
 
 
@@ -177,8 +177,13 @@ def _measure_in_child(path: Path, allowed: int) -> None:
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True,
-                            preexec_fn=cap, timeout=600, check=False)
+    try:
+        result = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True,
+                                preexec_fn=cap, timeout=_CHILD_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        raise TaskFileError(
+            f"task file {path.name!r} could not be read in {_CHILD_SECONDS} s; save it again as .xlsx with only your data and retry"
+        ) from None
     if result.returncode == 0:
         return
     if "MemoryError" in result.stderr or "memory allocation" in result.stderr or result.returncode < 0:

@@ -23,16 +23,19 @@ from tasks.columns import (
     ALIASES,
     BY_NAME,
     COLUMNS,
+    CONTROL_CHARACTERS,
     MESSENGERS,
     RECIPIENT_COLUMNS,
+    ControlCharacter,
     OutOfRange,
     mask_payment,
     normalise_header,
     parse_bool,
     shown_value,
+    text_too_long,
 )
 from tasks.compose import CompositionError, fill
-from tasks.parse import MAX_CSV_CELL, OversizedCell
+from tasks.parse import MAX_CSV_CELL, OversizedCell, OversizedRow
 from tasks.phones import subscriber
 
 # Columns that become the message itself; every other recognised column goes to its params.
@@ -46,8 +49,6 @@ PHONE_CHANNELS = frozenset({Channel.SMS, Channel.VK, Channel.OK}) | MESSENGERS
 ADDRESS_COLUMN = {Channel.EMAIL: "email", Channel.PUSH: "push registration id", Channel.CHAT: "chat id"}
 REQUIRED = {channel: tuple(c.name for c in COLUMNS if channel in c.required_for) for channel in Channel}
 DEFAULT_VALIDITY = 1440
-# Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 __all__ = ["Columns", "Directory", "FirstUnique", "RowError", "TemplateView", "ValidRow", "cell_text", "keep_first_unique",
            "normalise_header", "parse_bool", "validate_rows"]
@@ -195,11 +196,9 @@ def _escape(control: re.Match[str]) -> str:
     return f"\\x{ord(control.group()):02x}"
 
 
-def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> tuple[dict[str, Any], list[str] | None]:
-    """The row's recognised cells that hold something, by column name (a blank or NaN cell holds nothing),
-    and the names of those that may hold what no cell may (a control character, an oversized CSV cell)."""
+def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """The row's recognised cells that hold something, by column name (a blank or NaN cell holds nothing)."""
     cells: dict[str, Any] = {}
-    suspect: list[str] | None = None
     width = len(values)
     for name, position in positions:
         if position >= width:
@@ -211,30 +210,23 @@ def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -
             value = value.strip()
             if not value:
                 continue
-            # One C call for nearly every cell; a tab, a line break or a no-break space also land here.
-            if not value.isprintable():
-                suspect = [*suspect, name] if suspect else [name]
         elif value.__class__ is float and math.isnan(value):  # pandas' and calamine's empty number
             continue
-        elif value.__class__ is OversizedCell:
-            suspect = [*suspect, name] if suspect else [name]
         cells[name] = value
-    return cells, suspect
+    return cells
 
 
-def _refuse_unreadable_cells(row: _Row, names: list[str]) -> None:
-    """Refuse the row's cells that hold a control character or are too long to read; they are not parsed."""
-    for name in names:
-        value = row.cells[name]
+def _oversized(number: int, values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> list[RowError]:
+    """The refusal of a CSV row with cells too long to read (see tasks.parse.OversizedRow)."""
+    row = _Row(number, {})
+    for name, position in positions:
+        value = values[position] if position < len(values) else None
         if value.__class__ is OversizedCell:
-            row.fail(name, "cell_too_long", f"<{value.length:,} characters>",
+            row.fail(name, "cell_too_long", value,
                      f"is {value.length:,} characters long; a CSV cell may hold at most {MAX_CSV_CELL:,}: shorten it")
-            continue
-        control = CONTROL_CHARACTERS.search(value)
-        if control is not None:
-            row.fail(name, "control_character", value,
-                     f"holds the control character U+{ord(control.group()):04X} at character {control.start() + 1}; "
-                     "remove it (only tabs and line breaks may be in a text)")
+    if not row.errors:  # only unknown columns are too long: the row is refused all the same
+        row.fail("", "cell_too_long", "", f"has a cell over {MAX_CSV_CELL:,} characters in a column notiflow does not read; shorten it")
+    return row.errors
 
 
 def validate_rows(
@@ -252,19 +244,17 @@ def validate_rows(
     With a `directory`, rows may name a stored template and a `from` must be a registered sender;
     without one (a file checked with no database at hand) neither is looked up.
     """
-    strict = get_settings().strict_local_time
+    settings = get_settings()
+    strict, max_text = settings.strict_local_time, settings.max_text_chars
     positions = list(columns.index.items())
     for number, values in rows:
-        cells, suspect = _filled_cells(values, positions)
+        if values.__class__ is OversizedRow:
+            yield _oversized(number, values, positions)
+            continue
+        cells = _filled_cells(values, positions)
         if not cells and not any(v not in (None, "") for v in values):
             continue
-        row = _Row(number, cells)
-        if suspect:
-            _refuse_unreadable_cells(row, suspect)
-            if row.errors:  # the row's other cells are not worth checking: it must be fixed first
-                yield row.errors
-                continue
-        result = _validate_row(row, region, account_zone, default_channel, default_sender, directory)
+        result = _validate_row(_Row(number, cells), region, account_zone, default_channel, default_sender, directory, max_text)
         if strict and isinstance(result, ValidRow) and result.recipient.startswith("+"):
             result.time_zones = candidate_zones(result.recipient)
         yield result
@@ -306,7 +296,7 @@ def keep_first_unique(results: Iterable[ValidRow | list[RowError]]) -> Iterator[
 
 def _validate_row(
     row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str,
-    directory: Directory | None,
+    directory: Directory | None, max_text: int,
 ) -> ValidRow | list[RowError]:
     values = _parse_columns(row)
     if "channel" in values:
@@ -330,6 +320,8 @@ def _validate_row(
         text = values.get("text")
         if row.get("text") is None:
             row.fail("text", "missing_text", None, "is empty; write the message text")
+        elif text is not None and (too_long := text_too_long(len(text), max_text)) is not None:
+            row.fail("text", "text_too_long", f"<{len(text):,} characters>", too_long)
 
     validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
     variables = values.get("variables")
@@ -417,6 +409,8 @@ def _parse_columns(row: _Row) -> dict[str, Any]:
             parsed = values[name] = BY_NAME[name].parse(raw)
         except OutOfRange as exc:
             row.fail(name, f"{_code(name)}_out_of_range", raw, str(exc))
+        except ControlCharacter as exc:
+            row.fail(name, "control_character", raw, str(exc))
         except ValueError as exc:
             row.fail(name, f"invalid_{_code(name)}", raw, str(exc))
         else:

@@ -182,7 +182,7 @@ def test_text_over_the_limit_is_refused_naming_row_column_and_limit(tmp_path: Pa
 def test_text_limit_has_a_sane_default(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "long.xlsx", ["phone", "text"], [["+79161234567", "x" * 1_000_000]])
     (errors,) = _validate(path)
-    assert isinstance(errors, list) and errors[0].code == "invalid_text"
+    assert isinstance(errors, list) and errors[0].code == "text_too_long"
     assert "at most 20,000" in errors[0].reason
 
 
