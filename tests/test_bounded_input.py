@@ -257,3 +257,20 @@ def test_nul_and_control_characters_are_refused_with_row_and_column(tmp_path: Pa
         (6, "external id", "control_character", "e\\x07",
          "holds the control character U+0007 at character 2; remove it (only tabs and line breaks may be in a text)"),
     ]
+
+
+@pytest.mark.parametrize("reference", ["B5000000", "B99999999", "AAAA10000"])
+def test_references_past_excels_last_row_or_column_are_measured_too(tmp_path: Path, reference: str) -> None:
+    """The reader takes rows past 1,048,576 and columns past XFD: they count like any other (two columns of
+    five million rows are 320 MB, past a tiny file's 256 MB)."""
+    row = "".join(ch for ch in reference if ch.isdigit())
+    path = crafted_xlsx(tmp_path / "past.xlsx", _HEADER + f'<row r="{row}"><c r="{reference}"><v>1</v></c></row>')
+    outcome = read_capped(path)
+    assert "needs more than 256 MB to read" in outcome.get("refused", ""), outcome
+
+
+def test_a_wide_sheet_within_the_budget_loads(tmp_path: Path) -> None:
+    """A value in column AAAA (past XFD) of row 1 is a grid of one row: no reason to refuse it."""
+    path = crafted_xlsx(tmp_path / "wide.xlsx", _HEADER.replace("</row>", '<c r="AAAA1"><v>1</v></c></row>') + _ROW2)
+    outcome = read_capped(path)
+    assert outcome.get("header", [])[:2] == ["phone", "text"], outcome
