@@ -274,3 +274,38 @@ def test_a_wide_sheet_within_the_budget_loads(tmp_path: Path) -> None:
     path = crafted_xlsx(tmp_path / "wide.xlsx", _HEADER.replace("</row>", '<c r="AAAA1"><v>1</v></c></row>') + _ROW2)
     outcome = read_capped(path)
     assert outcome.get("header", [])[:2] == ["phone", "text"], outcome
+
+
+_ODS_MANIFEST = (
+    '<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" '
+    'manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>'
+    '<manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>'
+)
+
+
+def crafted_ods(path: Path, rows: str) -> Path:
+    content = ('<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+               'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+               f'office:version="1.2"><office:body><office:spreadsheet><table:table table:name="Sheet1">{rows}</table:table>'
+               "</office:spreadsheet></office:body></office:document-content>")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        archive.writestr("META-INF/manifest.xml", _ODS_MANIFEST, compress_type=zipfile.ZIP_DEFLATED)
+        archive.writestr("content.xml", content, compress_type=zipfile.ZIP_DEFLATED)
+    return path
+
+
+def _ods_cells(*texts: str) -> str:
+    return "<table:table-row>" + "".join(
+        f'<table:table-cell office:value-type="string"><text:p>{t}</text:p></table:table-cell>' for t in texts) + "</table:table-row>"
+
+
+def test_ods_that_repeats_a_cell_millions_of_times_is_refused_and_an_honest_one_loads(tmp_path: Path) -> None:
+    """An .ods (not scanned here) is measured in the capped child: repeated cells are real cells to the reader."""
+    honest = crafted_ods(tmp_path / "honest.ods", _ods_cells("phone", "text") + _ods_cells("+79161234567", "hi"))
+    assert read_capped(honest)["rows"] == [[2, ["+79161234567", "hi"]]]
+    repeated = crafted_ods(tmp_path / "repeated.ods", _ods_cells("phone", "text") + (
+        '<table:table-row table:number-rows-repeated="20000"><table:table-cell table:number-columns-repeated="3000" '
+        'office:value-type="float" office:value="1"/></table:table-row>'))
+    assert repeated.stat().st_size < 2048
+    assert "needs more than 256 MB to read" in read_capped(repeated).get("refused", "")
