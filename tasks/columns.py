@@ -104,7 +104,7 @@ def text_too_long(length: int, limit: int) -> str | None:
     """Why a message text of `length` characters is refused, or None (a 200 MB cell is not one SMS)."""
     if length <= limit:
         return None
-    return f"is {length:,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS)"
+    return f"is {length:,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS): shorten it"
 
 
 class OutOfRange(ValueError):

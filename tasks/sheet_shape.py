@@ -123,19 +123,20 @@ def _first_sheet(archive: zipfile.ZipFile) -> str | None:
         if relation.get("Id") == wanted:
             target = relation.get("Target", "")
             member = target.lstrip("/") if target.startswith("/") else posixpath.normpath(posixpath.join("xl", target))
-            return member if member in archive.NameToInfo else None
+            # Anything but a worksheet (a chart sheet first) is left to the child to read.
+            return member if member in archive.NameToInfo and member.startswith("xl/worksheets/") else None
     return None
 
 
 def _scan_sheet(path: Path, archive: zipfile.ZipFile, member: str) -> _Bound:
-    """Stream the sheet's XML once: count its cells and bound its widest column and longest row number.
+    """Stream the sheet's XML once and bound its widest column and longest row number (its cells are
+    bounded by its size).
 
     Reading the member to its end also proves its declared size and checksum: zipfile stops at the
     declared size and fails on a wrong CRC, so a part that lies about its size is refused.
     """
-    bound = _Bound(cells=archive.getinfo(member).file_size // _MIN_CELL_XML)
+    scan = _Scan(_Bound(cells=archive.getinfo(member).file_size // _MIN_CELL_XML))
     tail = b""
-    column_searches, long_row_searches, row_searches = list(_COLUMNS), list(_LONG_ROWS), list(_ROWS)
     try:
         with archive.open(member) as stream:
             while chunk := stream.read(_CHUNK):
@@ -143,21 +144,34 @@ def _scan_sheet(path: Path, archive: zipfile.ZipFile, member: str) -> _Bound:
                 window = tail + chunk
                 cut = window.rfind(b"<", max(0, len(window) - 64))
                 end = cut if cut > 0 else len(window)
+                scan.search(window, end)
                 tail = window[end:]
-                bound.regular = bound.regular and not any(odd.search(window, 0, end) for odd in _ODD_CELLS)
-                if column_searches and _TWO_LETTERS.search(window, 0, end):
-                    bound.columns = max(bound.columns, _widest(column_searches, window, end))
-                if long_row_searches and _SEVEN_DIGITS.search(window, 0, end):
-                    bound.rows = max(bound.rows, _widest(long_row_searches, window, end))
-                if row_searches and bound.rows < 1_000_000:
-                    bound.rows = max(bound.rows, _widest(row_searches, window, end))
-            bound.regular = bound.regular and not any(odd.search(tail) for odd in _ODD_CELLS)
+            scan.search(tail, len(tail))
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise TaskFileError(
             f"task file {path.name!r} is damaged: its sheet {member} does not match its declared size or checksum ({exc}); "
             "open it in Excel and save it again as .xlsx"
         ) from exc
-    return bound
+    return scan.bound
+
+
+class _Scan:
+    """The searches of one sheet's XML, a window at a time; each search that cannot raise the bound any
+    more is dropped, so most windows see five searches."""
+
+    def __init__(self, bound: _Bound):
+        self.bound = bound
+        self.columns, self.long_rows, self.rows = list(_COLUMNS), list(_LONG_ROWS), list(_ROWS)
+
+    def search(self, window: bytes, end: int) -> None:
+        bound = self.bound
+        bound.regular = bound.regular and not any(odd.search(window, 0, end) for odd in _ODD_CELLS)
+        if self.columns and _TWO_LETTERS.search(window, 0, end):
+            bound.columns = max(bound.columns, _widest(self.columns, window, end))
+        if self.long_rows and _SEVEN_DIGITS.search(window, 0, end):
+            bound.rows = max(bound.rows, _widest(self.long_rows, window, end))
+        if self.rows and bound.rows < 1_000_000:
+            bound.rows = max(bound.rows, _widest(self.rows, window, end))
 
 
 def _widest(searches: list[tuple[re.Pattern[bytes], int]], window: bytes, end: int) -> int:

@@ -176,7 +176,7 @@ def test_text_over_the_limit_is_refused_naming_row_column_and_limit(tmp_path: Pa
     assert isinstance(fits, ValidRow)
     assert isinstance(too_long, list)
     assert str(too_long[0]) == ('row 3, column "text": is 1,000 characters long; a message text may have at most 500 '
-                                "(NOTIFLOW_MAX_TEXT_CHARS)")
+                                "(NOTIFLOW_MAX_TEXT_CHARS): shorten it")
 
 
 def test_text_limit_has_a_sane_default(tmp_path: Path) -> None:
