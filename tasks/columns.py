@@ -23,6 +23,9 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
+# The longest JSON or free-text cell, as for a CSV cell (tasks.parse.MAX_CSV_CELL): a task file's
+# row is not a place for megabytes.
+MAX_CELL_BYTES = 128 * 1024
 # Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # A JSON escape of a control character other than tab and line breaks (PostgreSQL stores no NUL).
@@ -86,7 +89,7 @@ def text(*, max_chars: int | None = None, max_bytes: int | None = None) -> Calla
             refuse_controls(result)
         if max_chars is not None and len(result) > max_chars:
             raise ValueError(f"is {len(result)} characters long; at most {max_chars} are allowed")
-        if max_bytes is not None and len(result.encode()) > max_bytes:
+        if max_bytes is not None and len(result) * 4 > max_bytes and len(result.encode()) > max_bytes:
             raise ValueError(f"is {len(result.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
         return result
     return parse
@@ -149,15 +152,16 @@ def choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
-def json_value(kind: type | None = None, *, max_bytes: int | None = None, example: str = "",
+def json_value(kind: type | None = None, *, max_bytes: int = MAX_CELL_BYTES, example: str = "",
                check: Callable[[Any], None] | None = None) -> Callable[[Any], Any]:
-    """JSON text; `kind` dict or list demands an object or a list."""
+    """JSON text of at most `max_bytes`; `kind` dict or list demands an object or a list."""
     what = {dict: "a JSON object", list: "a JSON list"}.get(kind, "JSON")  # type: ignore[call-overload]
     hint = f" like {example}" if example else ""
 
     def parse(value: Any) -> Any:
         raw = _text(value)
-        if max_bytes is not None and len(raw.encode()) > max_bytes:
+        # A character is at most four bytes: most cells need no encoding to be measured.
+        if len(raw) * 4 > max_bytes and len(raw.encode()) > max_bytes:
             raise ValueError(f"is {len(raw.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
         if "\\u" in raw and (control := _JSON_CONTROL.search(raw)) is not None:
             raise ValueError(f"holds the control character {control.group()}; remove it (only \\t, \\n and \\r may be escaped)")
@@ -519,7 +523,7 @@ def _columns() -> tuple[Column, ...]:
         Column("force send", extras, parse_bool, "true/false", None),
         Column("send mode", extras, choice("auto", "manual"), "auto or manual", None),
         Column("send status", extras, choice("sent", "failed", "pending"), "sent, failed, pending (import of historic messages)", None),
-        Column("notes", extras, text(), "free text", None),
+        Column("notes", extras, text(max_bytes=MAX_CELL_BYTES), "free text, ≤ 128 KB", None),
         Column("password", extras, text(), "API credential: never stored or exported", None, secret=True),
         Column("secret key", extras, text(), "API credential: never stored or exported", None, secret=True),
     )

@@ -6,6 +6,7 @@ runs out of memory; with it, the file is refused with a message that says what t
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import struct
@@ -309,3 +310,17 @@ def test_ods_that_repeats_a_cell_millions_of_times_is_refused_and_an_honest_one_
         'office:value-type="float" office:value="1"/></table:table-row>'))
     assert repeated.stat().st_size < 2048
     assert "needs more than 256 MB to read" in read_capped(repeated).get("refused", "")
+
+
+def test_json_and_free_text_cells_have_a_limit(tmp_path: Path) -> None:
+    """Cells under the CSV cell limit in characters can still be too many bytes for what is stored."""
+    path = tmp_path / "big.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["phone", "text", "variables", "notes"])
+        writer.writerow(["+79161234567", "hi {name}", json.dumps({"name": "я" * 70_000}, ensure_ascii=False), "ok"])
+        writer.writerow(["+79161234568", "hi", "", "ж" * 70_000])
+    json_row, notes_row = _validate(path)
+    assert isinstance(json_row, list) and isinstance(notes_row, list)
+    assert str(json_row[0]) == 'row 2, column "variables": is 140012 bytes long (UTF-8); at most 131072 are allowed'
+    assert str(notes_row[0]) == 'row 3, column "notes": is 140000 bytes long (UTF-8); at most 131072 are allowed'
