@@ -217,15 +217,14 @@ def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -
 
 
 def _oversized(number: int, values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> list[RowError]:
-    """The refusal of a CSV row with cells too long to read (see tasks.parse.OversizedRow)."""
+    """The refusal of a CSV row whose cells are too long to read (see tasks.parse.OversizedRow); none when
+    the long cells are all in columns notiflow does not read."""
     row = _Row(number, {})
     for name, position in positions:
         value = values[position] if position < len(values) else None
         if value.__class__ is OversizedCell:
             row.fail(name, "cell_too_long", value,
                      f"is {value.length:,} characters long; a CSV cell may hold at most {MAX_CSV_CELL:,}: shorten it")
-    if not row.errors:  # only unknown columns are too long: the row is refused all the same
-        row.fail("", "cell_too_long", "", f"has a cell over {MAX_CSV_CELL:,} characters in a column notiflow does not read; shorten it")
     return row.errors
 
 
@@ -248,8 +247,8 @@ def validate_rows(
     strict, max_text = settings.strict_local_time, settings.max_text_chars
     positions = list(columns.index.items())
     for number, values in rows:
-        if values.__class__ is OversizedRow:
-            yield _oversized(number, values, positions)
+        if values.__class__ is OversizedRow and (oversized := _oversized(number, values, positions)):
+            yield oversized
             continue
         cells = _filled_cells(values, positions)
         if not cells and not any(v not in (None, "") for v in values):

@@ -189,8 +189,10 @@ def test_text_limit_has_a_sane_default(tmp_path: Path) -> None:
 
 def test_csv_cell_over_128_kb_is_a_row_error(tmp_path: Path) -> None:
     path = tmp_path / "big-cell.csv"
-    path.write_text(f"phone,text\n+79161234567,hello\n+79161234568,{'x' * (200 * 1024)}\n+79161234569,bye\n", encoding="utf-8")
+    path.write_text(f"phone,text,colour\n+79161234567,hello,red\n+79161234568,{'x' * (200 * 1024)},blue\n"
+                    f"+79161234569,bye,{'y' * (200 * 1024)}\n", encoding="utf-8")
     first, oversized, last = _validate(path)
+    # A long cell in a column notiflow does not read harms nothing.
     assert isinstance(first, ValidRow) and isinstance(last, ValidRow) and last.row == 4
     assert isinstance(oversized, list)
     assert (oversized[0].row, oversized[0].column, oversized[0].code) == (3, "text", "cell_too_long")
