@@ -89,7 +89,7 @@ def read_capped(path: Path) -> dict[str, Any]:
             print(json.dumps({"refused": str(exc)}))
     """)
     result = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300,
-                            env=os.environ.copy(), check=False)
+                            env=os.environ.copy(), cwd=Path(__file__).resolve().parent.parent, check=False)
     assert result.returncode == 0, f"the reading process died ({result.returncode}): {result.stderr[-2000:]}"
     return json.loads(result.stdout)
 
