@@ -30,10 +30,11 @@ VALUE_CELL_BYTES = 64
 # large file in proportion (honest sheets, dense or with a wide header over sparse rows, need 20–140×).
 MEMORY_FLOOR = 256 << 20
 MEMORY_PER_FILE_BYTE = 200
-# A zip member that inflates more than this (and past a megabyte) is a zip bomb, not a spreadsheet
-# (sheets inflate 10–20×).
+# A zip member that inflates more than this (and by more than the slack) is a zip bomb, not a
+# spreadsheet: sheets inflate 10–20×; the slack lets a bloated styles part (thousands of identical
+# cell styles, common in old workbooks) through.
 MAX_INFLATION = 100
-_SLACK = 1 << 20
+_SLACK = 16 << 20
 # Virtual memory a Python process with calamine loaded takes before reading anything, 16 MB measured
 # (the cap of the measuring child is this plus the budget).
 _CHILD_BASE = 64 << 20
@@ -90,7 +91,7 @@ def check_sheet_shape(path: Path) -> None:
             archive = None  # not a zip: whatever it is, the child reads it first
         if archive is not None:
             with archive:
-                _refuse_zip_bomb(path, archive)
+                _refuse_zip_bomb(path, archive, allowed)
                 member = _first_sheet(archive)
                 bound = _scan_sheet(path, archive, member) if member is not None else None
             if bound is not None and bound.regular and bound.memory() <= allowed:
@@ -98,14 +99,21 @@ def check_sheet_shape(path: Path) -> None:
     _measure_in_child(path, allowed)
 
 
-def _refuse_zip_bomb(path: Path, archive: zipfile.ZipFile) -> None:
-    for info in archive.infolist():
+def _refuse_zip_bomb(path: Path, archive: zipfile.ZipFile, allowed: int) -> None:
+    infos = archive.infolist()
+    for info in infos:
         if info.file_size > MAX_INFLATION * info.compress_size + _SLACK:
             raise TaskFileError(
                 f"task file {path.name!r} is not a usable spreadsheet: its part {info.filename} inflates from "
                 f"{info.compress_size:,} to {info.file_size:,} bytes (a spreadsheet inflates at most {MAX_INFLATION} times); "
                 "open it in Excel and save it again as .xlsx"
             )
+    inflated = sum(info.file_size for info in infos)
+    if inflated > allowed:
+        raise TaskFileError(
+            f"task file {path.name!r} is not a usable spreadsheet: it inflates to {inflated:,} bytes, more than the "
+            f"{allowed:,} a file of its size may; open it in Excel and save it again as .xlsx"
+        )
 
 
 def _first_sheet(archive: zipfile.ZipFile) -> str | None:

@@ -134,9 +134,18 @@ def test_honest_spreadsheets_with_a_wrong_or_far_dimension_still_load(tmp_path: 
 
 
 def test_zip_bomb_is_refused(tmp_path: Path) -> None:
-    path = crafted_xlsx(tmp_path / "bomb.xlsx", _HEADER + _ROW2 + " " * (20 << 20))
+    path = crafted_xlsx(tmp_path / "bomb.xlsx", _HEADER + _ROW2 + " " * (40 << 20))
     assert path.stat().st_size < 200_000
     with pytest.raises(TaskFileError, match=r"inflates from .* \(a spreadsheet inflates at most 100 times\)"):
+        read_task_file(path)
+
+
+def test_zip_of_many_parts_inflating_past_the_budget_is_refused(tmp_path: Path) -> None:
+    path = crafted_xlsx(tmp_path / "parts.xlsx", _HEADER + _ROW2)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        for part in range(20):
+            archive.writestr(f"xl/media/padding{part}.bin", b"\0" * (15 << 20))
+    with pytest.raises(TaskFileError, match=r"it inflates to 314,5[0-9,]+ bytes, more than the 268,435,456 a file of its size may"):
         read_task_file(path)
 
 
