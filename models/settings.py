@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     # Replace Unicode look-alikes (curly quotes, long dashes, NBSP, ellipsis) with GSM characters
     # before counting parts, so one stray quote does not halve the part size; the replaced text is sent.
     smart_encoding: bool = False
+    # The longest message text a task-file row may have, in characters (255 GSM-7 parts are 39,015).
+    max_text_chars: int = Field(default=20_000, ge=1)
     dispatch_batch_size: int = Field(default=500, ge=1, le=1000)
     # Longest wait the flow spends asleep in its process; longer waits reschedule the run.
     max_inprocess_wait_seconds: float = 60.0

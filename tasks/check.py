@@ -14,7 +14,7 @@ from tasks.parse import read_task_file
 from tasks.schedule import Planner
 from tasks.segment import count
 from tasks.templates import directory
-from tasks.validate import Columns, ValidRow, keep_first_unique, validate_rows
+from tasks.validate import PHONE_CHANNELS, Columns, ValidRow, keep_first_unique, validate_rows
 from tasks.windows import NoWindow, parse_windows
 
 
@@ -57,7 +57,9 @@ def check_file(
             price = fee(result.channel, parts, settings.prices)
             fees[result.channel.value] = fees.get(result.channel.value, 0.0) + float(price)
             rows.append({
-                "row": result.row, "accepted": True, "phone": result.recipient, "recipient": result.recipient, "channel": result.channel.value,
+                "row": result.row, "accepted": True, "recipient": result.recipient,
+                # The E.164 phone of a row on a phone channel; an e-mail, device or chat row has none.
+                "phone": result.recipient if result.channel in PHONE_CHANNELS else None, "channel": result.channel.value,
                 "encoding": encoding, "parts": parts, "units": units, "fee": str(price), "time_zone": result.time_zone,
                 "scheduled_at": scheduled_at, "expires_at": expires_at, **({"never_sent": never_sent} if never_sent else {}),
                 "unique_message_id": result.unique_message_id, "params": result.params, "errors": [],

@@ -23,6 +23,18 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
+# The longest JSON or free-text cell, as for a CSV cell (tasks.parse.MAX_CSV_CELL): a task file's
+# row is not a place for megabytes.
+MAX_CELL_BYTES = 128 * 1024
+# Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A JSON escape of a control character other than tab and line breaks (PostgreSQL stores no NUL).
+_JSON_CONTROL = re.compile(r"\\u00(?:0[0-8bcefBCEF]|1[0-9a-fA-F]|7[fF]|[89][0-9a-fA-F])")
+# A card number: 12–19 digits, maybe in groups; or one masked already (411111******1111).
+_CARD_NUMBER = re.compile(r"[0-9](?:[ -]?[0-9]){11,18}|[0-9]{0,6}[*xX•]{4,13}[0-9]{4}")
+# The columns whose values are secrets: never stored or shown in full (spec params.md).
+SECRET_COLUMNS = frozenset({"payment data", "password", "secret key"})
+HIDDEN = "<hidden>"
 
 
 def parse_bool(value: Any) -> bool:
@@ -53,15 +65,49 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+_search_control = CONTROL_CHARACTERS.search
+
+
+class ControlCharacter(ValueError):
+    """A cell holding a control character other than tab and line breaks."""
+
+
+def refuse_controls(result: str) -> str:
+    """`result`, unless it holds a control character. The hot parsers call it only when isprintable() is
+    false (one C call for nearly every cell: a tab, a line break or a no-break space make it false too)."""
+    control = CONTROL_CHARACTERS.search(result)
+    if control is not None:
+        raise ControlCharacter(f"holds the control character U+{ord(control.group()):04X} at character {control.start() + 1}; "
+                               "remove it (only tabs and line breaks may be in a text)")
+    return result
+
+
 def text(*, max_chars: int | None = None, max_bytes: int | None = None) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         result = _text(value)
+        if not result.isprintable() and _search_control(result):
+            refuse_controls(result)
         if max_chars is not None and len(result) > max_chars:
             raise ValueError(f"is {len(result)} characters long; at most {max_chars} are allowed")
-        if max_bytes is not None and len(result.encode()) > max_bytes:
+        if max_bytes is not None and len(result) * 4 > max_bytes and len(result.encode()) > max_bytes:
             raise ValueError(f"is {len(result.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
         return result
     return parse
+
+
+def message_text(value: Any) -> str:
+    """The message body; its length is checked with the row, against NOTIFLOW_MAX_TEXT_CHARS."""
+    result = _text(value)
+    if not result.isprintable() and _search_control(result):
+        refuse_controls(result)
+    return result
+
+
+def text_too_long(length: int, limit: int) -> str | None:
+    """Why a message text of `length` characters is refused, or None (a 200 MB cell is not one SMS)."""
+    if length <= limit:
+        return None
+    return f"is {length:,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS): shorten it"
 
 
 class OutOfRange(ValueError):
@@ -106,16 +152,19 @@ def choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
-def json_value(kind: type | None = None, *, max_bytes: int | None = None, example: str = "",
+def json_value(kind: type | None = None, *, max_bytes: int = MAX_CELL_BYTES, example: str = "",
                check: Callable[[Any], None] | None = None) -> Callable[[Any], Any]:
-    """JSON text; `kind` dict or list demands an object or a list."""
+    """JSON text of at most `max_bytes`; `kind` dict or list demands an object or a list."""
     what = {dict: "a JSON object", list: "a JSON list"}.get(kind, "JSON")  # type: ignore[call-overload]
     hint = f" like {example}" if example else ""
 
     def parse(value: Any) -> Any:
         raw = _text(value)
-        if max_bytes is not None and len(raw.encode()) > max_bytes:
+        # A character is at most four bytes: most cells need no encoding to be measured.
+        if len(raw) * 4 > max_bytes and len(raw.encode()) > max_bytes:
             raise ValueError(f"is {len(raw.encode())} bytes long (UTF-8); at most {max_bytes} are allowed")
+        if "\\u" in raw and (control := _JSON_CONTROL.search(raw)) is not None:
+            raise ValueError(f"holds the control character {control.group()}; remove it (only \\t, \\n and \\r may be escaped)")
         try:
             result = json.loads(raw)
         except ValueError as exc:
@@ -130,7 +179,7 @@ def json_value(kind: type | None = None, *, max_bytes: int | None = None, exampl
 
 def url(*, max_bytes: int | None = None, schemes: Sequence[str] = ("http", "https")) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
-        result = _text(value)
+        result = refuse_controls(_text(value))
         if max_bytes is not None and len(result.encode()) > max_bytes:
             raise ValueError(f"is {len(result.encode())} bytes long; at most {max_bytes} are allowed")
         parts = urlsplit(result)
@@ -143,7 +192,7 @@ def url(*, max_bytes: int | None = None, schemes: Sequence[str] = ("http", "http
 
 
 def email(value: Any) -> str:
-    result = _text(value)
+    result = refuse_controls(_text(value))
     if len(result) > 254 or not _EMAIL.fullmatch(result):
         raise ValueError(f"{_quote(value)} is not an e-mail address like name@example.com")
     return result
@@ -310,16 +359,57 @@ def _check_preview(preview: dict[str, Any]) -> None:
 def _check_payment(payment: dict[str, Any]) -> None:
     unknown = set(payment) - {"card_number", "transaction_id"}
     if unknown:
-        raise ValueError(f"has unknown keys {', '.join(sorted(unknown))}; payment data has card_number and transaction_id")
+        # Key names only, and only plain ones: a value pasted as a key is a secret too.
+        named = sorted(k for k in unknown if _plain_key(k))
+        keys = ", ".join(named) if len(named) == len(unknown) else f"{len(unknown)} others"
+        raise ValueError(f"has keys other than card_number and transaction_id ({keys}); remove them: "
+                         "payment data keeps only the card number and the transaction id (never a CVV)")
+    card = payment.get("card_number")
+    if card is not None and not _is_card_number(card):
+        raise ValueError("has a card_number that is not a card number (12–19 digits passing the Luhn check, or masked "
+                         "like 411111******1111); write the card number alone")
+
+
+def _plain_key(key: str) -> bool:
+    """A JSON key that reads as a name (cvv, expiry), not as a pasted value (a CVV, a number)."""
+    return key.isidentifier() and len(key) <= 32
+
+
+def _is_card_number(card: Any) -> bool:
+    if not isinstance(card, (str, int)) or isinstance(card, bool) or not _CARD_NUMBER.fullmatch(str(card)):
+        return False
+    digits = [int(d) for d in re.sub(r"\D", "", str(card))]
+    if len(digits) < 12:
+        return True  # masked: only its last digits are left to check
+    # Luhn: a typo, or a CVV run into the number, fails it.
+    total = sum(digits[-1::-2]) + sum(sum(divmod(2 * d, 10)) for d in digits[-2::-2])
+    return total % 10 == 0
 
 
 def mask_payment(payment: dict[str, Any]) -> dict[str, Any]:
-    """Payment data as it may be stored and shown: the card number's last four digits only."""
-    masked = dict(payment)
-    if masked.get("card_number"):
-        digits = re.sub(r"\D", "", str(masked["card_number"]))
-        masked["card_number"] = "**** " + digits[-4:]
+    """Payment data as it may be stored and shown: the card number's last four digits, the transaction id,
+    nothing of any other key."""
+    masked = {(key if key in ("card_number", "transaction_id") or _plain_key(key) else f"<hidden key {i}>"):
+              (value if key == "transaction_id" else HIDDEN) for i, (key, value) in enumerate(payment.items(), start=1)}
+    card = payment.get("card_number")
+    # Only a well-formed number shows its last digits: in anything else they may be a CVV's.
+    if _is_card_number(card):
+        masked["card_number"] = "**** " + re.sub(r"\D", "", str(card))[-4:]
     return masked
+
+
+def shown_value(column: str, value: Any) -> str:
+    """A cell as a rejection may quote it: secrets masked (payment data keeps the card's last four digits)."""
+    if column not in SECRET_COLUMNS:
+        return str(value)
+    if column == "payment data":
+        try:
+            payment = json.loads(str(value))
+        except ValueError:
+            payment = None
+        if isinstance(payment, dict):
+            return json.dumps(mask_payment(payment), ensure_ascii=False)
+    return HIDDEN
 
 
 @dataclass(frozen=True)
@@ -358,7 +448,9 @@ def _columns() -> tuple[Column, ...]:
         Column("destinations", recipient, json_value((dict, list), example='{"to": "+79161234567"}'),  # type: ignore[arg-type]
                "JSON object describing the recipient(s)", '{"to": "+79161234567"}'),
         # Content
-        Column("text", content, text(), "message body, no length limit, split into SMS parts; may use {name} placeholders filled from variables",
+        Column("text", content, message_text,
+               "message body, split into SMS parts, at most NOTIFLOW_MAX_TEXT_CHARS characters (default 20,000); "
+               "may use {name} placeholders filled from variables",
                "Hello, {name}! Your order is ready.", aliases=("message content",)),
         Column("template id", content, integer(1, 2**63 - 1), "id of a stored template (notiflow template list); when set, text is ignored", None),
         Column("template name", content, text(max_chars=255), "registered template name; required for WhatsApp and chat", "order_ready",
@@ -431,7 +523,7 @@ def _columns() -> tuple[Column, ...]:
         Column("force send", extras, parse_bool, "true/false", None),
         Column("send mode", extras, choice("auto", "manual"), "auto or manual", None),
         Column("send status", extras, choice("sent", "failed", "pending"), "sent, failed, pending (import of historic messages)", None),
-        Column("notes", extras, text(), "free text", None),
+        Column("notes", extras, text(max_bytes=MAX_CELL_BYTES), "free text, ≤ 128 KB", None),
         Column("password", extras, text(), "API credential: never stored or exported", None, secret=True),
         Column("secret key", extras, text(), "API credential: never stored or exported", None, secret=True),
     )

@@ -6,6 +6,7 @@ what needs the whole row: the channel's recipient and required columns, the temp
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
@@ -22,14 +23,19 @@ from tasks.columns import (
     ALIASES,
     BY_NAME,
     COLUMNS,
+    CONTROL_CHARACTERS,
     MESSENGERS,
     RECIPIENT_COLUMNS,
+    ControlCharacter,
     OutOfRange,
     mask_payment,
     normalise_header,
     parse_bool,
+    shown_value,
+    text_too_long,
 )
 from tasks.compose import CompositionError, fill
+from tasks.parse import MAX_CSV_CELL, OversizedCell, OversizedRow
 from tasks.phones import subscriber
 
 # Columns that become the message itself; every other recognised column goes to its params.
@@ -181,7 +187,13 @@ class _Row:
         return self.cells.get(name)
 
     def fail(self, column: str, code: str, value: Any, reason: str) -> None:
-        self.errors.append(RowError(self.number, column, code, _shorten("" if value is None else value), reason))
+        # A secret's value never leaves the row check (spec: payment data, password, secret key).
+        shown = "" if value is None else shown_value(column, value)
+        self.errors.append(RowError(self.number, column, code, _shorten(CONTROL_CHARACTERS.sub(_escape, shown)), reason))
+
+
+def _escape(control: re.Match[str]) -> str:
+    return f"\\x{ord(control.group()):02x}"
 
 
 def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> dict[str, Any]:
@@ -204,6 +216,18 @@ def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -
     return cells
 
 
+def _oversized(number: int, values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> list[RowError]:
+    """The refusal of a CSV row whose cells are too long to read (see tasks.parse.OversizedRow); none when
+    the long cells are all in columns notiflow does not read."""
+    row = _Row(number, {})
+    for name, position in positions:
+        value = values[position] if position < len(values) else None
+        if value.__class__ is OversizedCell:
+            row.fail(name, "cell_too_long", value,
+                     f"is {value.length:,} characters long; a CSV cell may hold at most {MAX_CSV_CELL:,}: shorten it")
+    return row.errors
+
+
 def validate_rows(
     rows: Iterable[tuple[int, Sequence[Any]]],
     columns: Columns,
@@ -219,13 +243,17 @@ def validate_rows(
     With a `directory`, rows may name a stored template and a `from` must be a registered sender;
     without one (a file checked with no database at hand) neither is looked up.
     """
-    strict = get_settings().strict_local_time
+    settings = get_settings()
+    strict, max_text = settings.strict_local_time, settings.max_text_chars
     positions = list(columns.index.items())
     for number, values in rows:
+        if values.__class__ is OversizedRow and (oversized := _oversized(number, values, positions)):
+            yield oversized
+            continue
         cells = _filled_cells(values, positions)
         if not cells and not any(v not in (None, "") for v in values):
             continue
-        result = _validate_row(_Row(number, cells), region, account_zone, default_channel, default_sender, directory)
+        result = _validate_row(_Row(number, cells), region, account_zone, default_channel, default_sender, directory, max_text)
         if strict and isinstance(result, ValidRow) and result.recipient.startswith("+"):
             result.time_zones = candidate_zones(result.recipient)
         yield result
@@ -267,7 +295,7 @@ def keep_first_unique(results: Iterable[ValidRow | list[RowError]]) -> Iterator[
 
 def _validate_row(
     row: _Row, region: str, account_zone: str, default_channel: Channel, default_sender: str,
-    directory: Directory | None,
+    directory: Directory | None, max_text: int,
 ) -> ValidRow | list[RowError]:
     values = _parse_columns(row)
     if "channel" in values:
@@ -291,6 +319,8 @@ def _validate_row(
         text = values.get("text")
         if row.get("text") is None:
             row.fail("text", "missing_text", None, "is empty; write the message text")
+        elif text is not None and (too_long := text_too_long(len(text), max_text)) is not None:
+            row.fail("text", "text_too_long", f"<{len(text):,} characters>", too_long)
 
     validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
     variables = values.get("variables")
@@ -378,6 +408,8 @@ def _parse_columns(row: _Row) -> dict[str, Any]:
             parsed = values[name] = BY_NAME[name].parse(raw)
         except OutOfRange as exc:
             row.fail(name, f"{_code(name)}_out_of_range", raw, str(exc))
+        except ControlCharacter as exc:
+            row.fail(name, "control_character", raw, str(exc))
         except ValueError as exc:
             row.fail(name, f"invalid_{_code(name)}", raw, str(exc))
         else:

@@ -114,7 +114,8 @@ BAD_ROWS: list[tuple[str, Any, str, str, str]] = [
     ("platform", "Symbian", "platform", "invalid_platform", "'Symbian' is not allowed; use one of iOS, Android, Web"),
     ("provider", "acme", "provider", "invalid_provider", "'acme' is not allowed; use one of sandbox"),
     ("payment data", '{"card_number": "4111111111111111", "cvv": "123"}', "payment data", "invalid_payment_data",
-     "has unknown keys cvv; payment data has card_number and transaction_id"),
+     "has keys other than card_number and transaction_id (cvv); remove them: payment data keeps only the card number "
+     "and the transaction id (never a CVV)"),
     ("error codes", '{"a": 1}', "error codes", "invalid_error_codes", "is dict JSON; write a JSON list like [1, 2]"),
     ("filters", "[1]", "filters", "invalid_filters", 'is list JSON; write a JSON object like {"operator": "MTS"}'),
 ]
@@ -170,7 +171,7 @@ def test_params_keep_typed_values_hide_secrets_and_mask_the_card() -> None:
               "Payment Data", "Password", "Secret Key", "Force Send", "Attachments", "Language"]
     (result,) = check(header, [
         PHONE, "hi", "HIGH", 10.0, "26-12-01 10:30:00", date(2026, 12, 2), time(9, 15), '[["10:00", "12:00"]]',
-        "https://example.com/cb", '{"card_number": "4111 1111 1111 1234", "transaction_id": "t-1"}', "hunter2", "s3cr3t", "TRUE",
+        "https://example.com/cb", '{"card_number": "4111 1111 1105 1234", "transaction_id": "t-1"}', "hunter2", "s3cr3t", "TRUE",
         "photo-1_2, doc3_4", "RU",
     ])
     assert isinstance(result, ValidRow)
@@ -245,18 +246,30 @@ def test_anything_else_is_not_a_boolean(value: str) -> None:
         parse_bool(value)
 
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(max_size=20))
+# JSON text as cells hold it: no control characters (a cell with one is refused, see test_json_control_escape_is_refused).
+printable = st.characters(blacklist_categories=("Cc", "Cs"))
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.text(printable, max_size=20))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                                  st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=12)
+                                                                  st.dictionaries(st.text(printable, max_size=8), inner, max_size=4)),
+                           max_leaves=12)
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
-@given(st.dictionaries(st.text(max_size=10), json_values, max_size=5))
+@given(st.dictionaries(st.text(printable, max_size=10), json_values, max_size=5))
 def test_json_objects_round_trip_through_object_columns(value: dict[str, Any]) -> None:
     written = json.dumps(value, ensure_ascii=False)
     for name in ("variables", "filters", "send rules"):
         assert BY_NAME[name].parse(written) == value
     assert BY_NAME["callback data"].parse(written) == value
+
+
+@pytest.mark.parametrize("name", ["variables", "callback data", "template data", "payment data"])
+@pytest.mark.parametrize("escape", ["\\u0000", "\\u001b", "\\u007f", "\\u0085"])
+def test_json_control_escape_is_refused(name: str, escape: str) -> None:
+    """A JSON escape would put a control character (NUL: PostgreSQL refuses it) into the stored row or the text."""
+    with pytest.raises(ValueError, match="holds the control character"):
+        BY_NAME[name].parse('{"name": "a%sb"}' % escape)
+    assert BY_NAME["variables"].parse('{"name": "a\\tb\\nc"}') == {"name": "a\tb\nc"}
 
 
 @given(json_values.filter(lambda v: not isinstance(v, dict)))
