@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, insert, literal, select, update
+from sqlalchemy import ColumnElement, case, func, insert, literal, select, update
 from sqlmodel import Session
 
 from models.status import FINAL_STATUSES, UNSENT_STATUSES, MessageStatus
@@ -114,35 +114,46 @@ def _move(
     session: Session, condition: ColumnElement[bool], status: MessageStatus, allowed: list[MessageStatus],
     source: str, values: dict[str, Any],
 ) -> int:
-    """One conditional UPDATE … RETURNING, and one event for each message it moved."""
+    """One conditional UPDATE … RETURNING, and one event for each message it moved; returns how many."""
     at = utcnow()
-    moved = session.execute(
+    moving = (
         update(Message)
         .where(condition, Message.status.in_([s.value for s in allowed]))
         .values(status=status.value, status_updated_at=at, **values)
-        .returning(Message.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    ids = [m.id for m in moved]
+        .returning(Message.id, Message.task_id, Message.status_description)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: the events are inserted from the rows the UPDATE returns (a data-modifying
+        # WITH), where asking by 300,000 returned ids took three times as long as the cancel itself.
+        moved = moving.cte("moved")
+        logging = _events(moved, status.value, source, at).cte("logging")
+        return session.execute(select(func.count()).select_from(moved).add_cte(logging)).scalar_one()
+    # SQLite has no data-modifying WITH: the events are copied from the rows with the returned ids,
+    # still inside the database (no per-row work in Python) and inside the same write transaction.
+    ids = [row.id for row in session.execute(moving.execution_options(synchronize_session=False))]
     for start in range(0, len(ids), _EVENT_CHUNK):
-        # The events are copied from the moved rows inside the database: no per-row work in Python.
-        _log(session, Message.id.in_(ids[start : start + _EVENT_CHUNK]), status.value, source, at)
-    return len(moved)
+        chunk = select(Message.id, Message.task_id, Message.status_description).where(Message.id.in_(ids[start : start + _EVENT_CHUNK]))
+        _log(session, chunk.subquery(), status.value, source, at)
+    return len(ids)
 
 
 def log_changes_at(session: Session, at: datetime, source: str) -> None:
     """Append a CREATED event for every message just inserted with `status_updated_at` = `at`."""
     # The status too: a change elsewhere that happened to get the same stamp is not an insert.
-    just_inserted = and_(Message.status_updated_at == at, Message.status == MessageStatus.CREATED.value)
-    _log(session, just_inserted, MessageStatus.CREATED.value, source, at)
-
-
-def _log(session: Session, messages: ColumnElement[bool], status: str, source: str, at: datetime) -> None:
-    """Append an event for each message `messages` picks, with its current description."""
-    picked = select(
-        Message.id, Message.task_id, literal(status), Message.status_description, literal(source),
-        literal(at, type_=StatusEvent.__table__.c.at.type),
-    ).where(messages)
-    session.execute(
-        insert(StatusEvent).from_select(["message_id", "task_id", "status", "description", "source", "at"], picked)
+    just_inserted = select(Message.id, Message.task_id, Message.status_description).where(
+        Message.status_updated_at == at, Message.status == MessageStatus.CREATED.value
     )
+    _log(session, just_inserted.subquery(), MessageStatus.CREATED.value, source, at)
+
+
+def _log(session: Session, messages: Any, status: str, source: str, at: datetime) -> None:
+    """Append an event for each row of `messages` (columns id, task_id, status_description)."""
+    session.execute(_events(messages, status, source, at))
+
+
+def _events(messages: Any, status: str, source: str, at: datetime) -> Any:
+    picked = select(
+        messages.c.id, messages.c.task_id, literal(status), messages.c.status_description, literal(source),
+        literal(at, type_=StatusEvent.__table__.c.at.type),
+    )
+    return insert(StatusEvent.__table__).from_select(["message_id", "task_id", "status", "description", "source", "at"], picked)
