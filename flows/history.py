@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 from models.params import HistoryFilter
 from models.settings import get_settings
 from models.signing import signed_link
+from tasks.markdown import code_span, escape
 from tasks.history import HistoryExport, export_history
 
 Period = Literal["previous-day", "previous-month", "current-month", "custom"]
@@ -47,7 +48,7 @@ def history_report(period: Period = "current-month", filters: HistoryFilter | No
     name = result.path.rsplit("/", 1)[-1]
     create_markdown_artifact(
         f"# Message history {result.since} – {result.until}\n\n**{result.messages}** messages.\n\n"
-        f"[Download {name}]({signed_link(f'/reports/{name}')}) · on the server: `{result.path}`",
+        f"[Download {escape(name)}]({signed_link(f'/reports/{name}')}) · on the server: {code_span(result.path)}",
         key="history-report", description="Latest history export",
     )
     return result.path

@@ -6,6 +6,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 
 from models.params import NotificationTaskParams, SendNotificationParams
+from tasks.markdown import escape
 from tasks.quick_send import write_send_file
 
 NOTIFICATION_TASK = "notification-task/notification-task"
@@ -23,7 +24,7 @@ def send_notification(message: SendNotificationParams) -> str:
                               flow_run_name=params.name, timeout=0)
     get_run_logger().info("started notification task run %s for %s recipients", campaign.id, len(message.recipients))
     create_markdown_artifact(
-        f"Started the notification task **{params.name}** for {len(message.recipients)} recipients: "
+        f"Started the notification task **{escape(params.name)}** for {len(message.recipients)} recipients: "
         f"[its run](/runs/flow-run/{campaign.id}).",
         key="send-notification", description="The campaign this send started",
     )

@@ -22,6 +22,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Several processes (served flow runs, the API's webhook, the CLI) share one file: WAL lets
     # readers go on during a write, and the busy timeout makes writers queue instead of failing.
+    # The wait applies because sqlite3's (default, legacy) transaction control begins a transaction
+    # at its first write, which takes the write lock through the busy handler; reads before it run
+    # on their own. A transaction begun at a read (BEGIN DEFERRED at session start, or sqlite3's
+    # autocommit=False) would fail at once with "database is locked" when it writes after another
+    # process committed (tests/test_sqlite_busy.py shows it), so keep it so, or begin IMMEDIATE.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")

@@ -21,7 +21,7 @@ from tasks.parse import read_task_file
 from tasks.phones import clean_phone
 from tasks.routing import provider_for
 from tasks.validate import Columns, cell_text
-from tasks.workbook import header, save
+from tasks.workbook import append, header, save
 
 CHECK_COLUMNS = ("check id", "status", "status description", "phone", "check date", "price")
 
@@ -97,7 +97,7 @@ def export_checks(checks: list[PhoneCheckResult]) -> Path:
     sheet.freeze_panes = "A2"
     header(sheet, CHECK_COLUMNS[:4] + (f"check date ({settings.timezone})", "price"))
     for check in checks:
-        sheet.append([check.id, check.status, check.status_description, check.phone,
+        append(sheet, [check.id, check.status, check.status_description, check.phone,
                       check.created_at.astimezone(zone).replace(tzinfo=None), check.price])
     path = settings.reports_dir.resolve() / f"phone-checks-{datetime.now(zone):%Y-%m-%d-%H%M%S}.xlsx"
     save(workbook, path)

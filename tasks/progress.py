@@ -19,6 +19,7 @@ from models.db import get_engine
 from models.signing import signed_link
 from models.status import FINAL_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Rejection
+from tasks.markdown import escape
 
 _progress_ids: dict[int, Any] = {}
 
@@ -77,7 +78,7 @@ def publish_summary(task_id: int) -> str:
             .group_by(Rejection.reason).order_by(func.count().desc()).limit(5)
         ).all()
     lines = [
-        f"# {task.name}",
+        f"# {escape(task.name)}",
         "",
         f"**{task.accepted}** rows accepted, **{task.rejected}** rejected · **{parts}** SMS parts · cost **{Decimal(fee):.2f}**",
         "",
@@ -96,7 +97,7 @@ def publish_summary(task_id: int) -> str:
     lines += [f"| {status} | {number} |" for _c, status, number in counts]
     if reasons:
         lines += ["", "**Top rejection reasons**", ""]
-        lines += [f"- {number} × {reason}" for reason, number in reasons]
+        lines += [f"- {number} × {escape(reason)}" for reason, number in reasons]
     lines += [
         "",
         f"![delivery funnel]({signed_link(f'/tasks/{task_id}/funnel.svg')})",
@@ -104,5 +105,5 @@ def publish_summary(task_id: int) -> str:
         f"[Download the Excel report]({signed_link(f'/tasks/{task_id}/report.xlsx')}) · on the server: `{task.report_path}`",
     ]
     markdown = "\n".join(lines)
-    create_markdown_artifact(markdown, key=artifact_key(task_id, "summary"), description=f"Summary of {task.name}")
+    create_markdown_artifact(markdown, key=artifact_key(task_id, "summary"), description=f"Summary of {escape(task.name)}")
     return markdown

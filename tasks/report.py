@@ -16,6 +16,7 @@ from models.settings import get_settings
 from models.tables import Message, NotificationTask, Rejection
 from tasks.workbook import (
     MESSAGE_COLUMNS,
+    append,
     clicks_by_message,
     header,
     save,
@@ -56,7 +57,7 @@ def build_report(task_id: int) -> ReportResult:
         rejected.freeze_panes = "A2"
         header(rejected, REJECTION_COLUMNS)
         for rejection in session.scalars(select(Rejection).where(Rejection.task_id == task_id).order_by(Rejection.row, Rejection.id)):
-            rejected.append([rejection.row, rejection.column, rejection.value, rejection.reason])
+            append(rejected, [rejection.row, rejection.column, rejection.value, rejection.reason])
 
         summary = workbook.create_sheet("Summary")
         header(summary, ("notification task", notification_task.name))
@@ -66,7 +67,7 @@ def build_report(task_id: int) -> ReportResult:
         summary.append([])
         summary.append(["status", "messages"])
         for status, number in sorted(counts.items()):
-            summary.append([status, number])
+            append(summary, [status, number])
     save(workbook, path)
 
     with session_scope(engine) as session:

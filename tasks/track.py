@@ -4,7 +4,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
 from sqlmodel import Session
 
 from models.history import record_each
@@ -16,33 +15,28 @@ from providers.base import StatusReport
 def apply_reports(session: Session, provider: str, reports: Sequence[StatusReport], source: str) -> int:
     """Record each report that moves its message forward (QUEUED → SENT → PENDING → final); returns how many.
 
-    Reports arrive twice (poll and webhook) and out of order; a status never moves backwards and a
-    final status is never replaced.
+    Reports arrive twice (poll and webhook), out of order and from different processes at once, so
+    nothing is read first: each UPDATE moves only messages whose status is still behind the report's
+    (see models.history.may_become), and a final status is never replaced.
     """
-    by_id = {r.provider_message_id: r for r in reports}
-    changes: list[dict[str, Any]] = []
-    for chunk in _chunks(list(by_id), 1000):
-        rows = session.execute(
-            select(Message.id, Message.status, Message.provider_message_id).where(
-                Message.provider == provider, Message.provider_message_id.in_(chunk)
-            )
-        ).all()
-        for message_id, status, provider_message_id in rows:
-            report = by_id[provider_message_id]
-            current = MessageStatus(status)
-            if current in FINAL_STATUSES or report.status.rank <= current.rank:
-                continue
-            change: dict[str, Any] = {
-                "id": message_id, "status": report.status.value, "status_description": report.description,
-            }
-            if report.status in FINAL_STATUSES:
-                change["next_poll_at"] = None
-                if report.status in (MessageStatus.DELIVERED, MessageStatus.READ):
-                    change["delivered_at"] = report.at
-            changes.append(change)
-    record_each(session, changes, source)
-    return len(changes)
+    furthest: dict[str, StatusReport] = {}
+    for report in reports:
+        known = furthest.get(report.provider_message_id)
+        if known is None or report.status.rank >= known.status.rank:
+            furthest[report.provider_message_id] = report
+    return record_each(
+        session, [_change(report) for report in furthest.values()], source,
+        by="provider_message_id", within=Message.provider == provider,
+    )
 
 
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
+def _change(report: StatusReport) -> dict[str, Any]:
+    change: dict[str, Any] = {
+        "provider_message_id": report.provider_message_id, "status": report.status.value,
+        "status_description": report.description,
+    }
+    if report.status in FINAL_STATUSES:
+        change["next_poll_at"] = None
+        if report.status in (MessageStatus.DELIVERED, MessageStatus.READ):
+            change["delivered_at"] = report.at
+    return change

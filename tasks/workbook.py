@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.cell.cell import ERROR_CODES
 from openpyxl.styles import Font
 from sqlalchemy import func, select
 
@@ -24,14 +25,35 @@ MESSAGE_COLUMNS = (
 )
 _TIME_COLUMNS = 5  # the last five columns are times, written in the account's zone
 
+# A text starting with one of these is a formula to Excel (OWASP's CSV-injection list: = + - @ tab CR),
+# and openpyxl itself stores a text starting with "=" as a formula and one like "#N/A" as an error.
+_FORMULA_START = frozenset("=+-@\t\r")
+_ACTIVE_START = _FORMULA_START | {code[0] for code in ERROR_CODES}
+
 
 def header(sheet: Any, names: Sequence[str]) -> None:
     cells = []
     for name in names:
-        cell = WriteOnlyCell(sheet, value=name)
+        cell = _text_cell(sheet, name)
         cell.font = Font(bold=True)
         cells.append(cell)
     sheet.append(cells)
+
+
+def append(sheet: Any, values: Iterable[Any]) -> None:
+    """Append a row whose texts stay texts: what a user, a carrier or a file wrote is shown exactly as
+    written and never becomes a live formula (`=HYPERLINK(...)` leaked other cells) or an error cell."""
+    sheet.append([_text_cell(sheet, v) if isinstance(v, str) and v[:1] in _ACTIVE_START else v for v in values])
+
+
+def _text_cell(sheet: Any, text: str) -> Any:
+    cell = WriteOnlyCell(sheet, value=text)
+    # Stored as a string (inline <is>, no <f>), whatever openpyxl guessed from the first character;
+    # the quote prefix (a style flag, not a character) keeps it text when someone edits it in Excel.
+    cell.data_type = "s"
+    if text[:1] in _FORMULA_START:
+        cell.quotePrefix = True
+    return cell
 
 
 def write_messages(
@@ -46,7 +68,7 @@ def write_messages(
     header(sheet, MESSAGE_COLUMNS[:-_TIME_COLUMNS] + tuple(f"{c} ({zone_name})" for c in times))
     written = 0
     for message in messages:
-        sheet.append(_message_row(message, zone, (clicks or {}).get(message.id or 0, 0)))
+        append(sheet, _message_row(message, zone, (clicks or {}).get(message.id or 0, 0)))
         written += 1
     return written
 
