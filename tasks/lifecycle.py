@@ -16,6 +16,7 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import TaskState
 from models.tables import NotificationTask, utcnow
+from tasks.lease import lock_task
 from tasks.windows import parse_windows
 
 
@@ -35,7 +36,8 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
         else:
             existing = session.scalar(select(NotificationTask).where(NotificationTask.flow_run_id == flow_run_id))
         if existing is not None:
-            if existing.state not in (TaskState.COMPLETED, TaskState.CANCELLED):
+            # A paused task stays paused: only a resume (seen by the flow) lifts it, never a wake-up.
+            if existing.state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.PAUSED):
                 existing.state, existing.state_description = TaskState.IN_PROGRESS, ""
             existing.started_at = existing.started_at or utcnow()
             session.add(existing)
@@ -71,14 +73,25 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
 
 
 @task(name="set task state", cache_policy=NO_CACHE)
-def set_state(task_id: int, state: TaskState, description: str = "") -> None:
+def set_state(task_id: int, state: TaskState, description: str = "", *, resume: bool = False) -> TaskState:
+    """Move the task to `state`; returns the state it is in afterwards.
+
+    A cancelled task stays cancelled, and a paused one stays paused unless this is its resume: the flow
+    never talks a pause away by saying it waits or completes.
+    """
     with session_scope() as session:
+        current = lock_task(session, task_id)
+        if current == TaskState.CANCELLED and state != TaskState.CANCELLED:
+            return TaskState.CANCELLED
+        if current == TaskState.PAUSED and not resume and state not in (TaskState.CANCELLED, TaskState.FAILED):
+            return TaskState.PAUSED
         notification_task = session.get(NotificationTask, task_id)
         assert notification_task is not None
         notification_task.state, notification_task.state_description = state, description
         if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
             notification_task.finished_at = utcnow()
         session.add(notification_task)
+    return state
 
 
 def _store_file(source: str, uid: str) -> Path:
@@ -104,6 +117,10 @@ def _store_file(source: str, uid: str) -> Path:
     return target
 
 
-def is_cancelled(task_id: int) -> bool:
+def task_state(task_id: int) -> TaskState:
     with session_scope() as session:
-        return session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)) == TaskState.CANCELLED
+        return TaskState(session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)))
+
+
+def is_cancelled(task_id: int) -> bool:
+    return task_state(task_id) == TaskState.CANCELLED
