@@ -76,7 +76,7 @@ def reconcile(task_id: int, channel: Channel, provider: Provider, owner: str | N
     except ProviderError as exc:
         return Reconciled(waiting=len(rows), next_at=now + timedelta(seconds=5), error=str(exc))
     known = [a for a in answers if a.provider_message_id and a.ref in refs]
-    sent, _ = record_acceptances(known, {ref: r.id for ref, r in refs.items()}, provider)
+    sent, _ = record_acceptances(known, {ref: r.id for ref, r in refs.items()}, provider, "reconcile")
     unknown = [r for ref, r in refs.items() if ref not in {a.ref for a in known}]
     # Surely lost: handed before the deadline, and the provider still has not got it.
     lost = [r for r in unknown if r.handed_at <= now - deadline]
@@ -110,7 +110,9 @@ def reconcile_channel(task_id: int, channel: Channel) -> Reconciled:
         return reconcile(task_id, channel, provider)
 
 
-def record_acceptances(acceptances: list[Acceptance], ids: dict[str, int], provider: Provider) -> tuple[int, int]:
+def record_acceptances(
+    acceptances: list[Acceptance], ids: dict[str, int], provider: Provider, source: str = "dispatch"
+) -> tuple[int, int]:
     """Record the provider's answers: SENT with its id (first poll planned), or ERROR with its reason."""
     now = utcnow()
     first_poll = now + timedelta(seconds=(get_settings().poll_schedule or provider.poll_schedule)[0])
@@ -135,7 +137,7 @@ def record_acceptances(acceptances: list[Acceptance], ids: dict[str, int], provi
                 "status_description": f"refused by {provider.name}: {acceptance.error}", "provider": provider.name,
             })
     with session_scope() as session:
-        record_each(session, changes, "dispatch")
+        record_each(session, changes, source)
     return sent, refused
 
 
