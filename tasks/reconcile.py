@@ -72,7 +72,15 @@ def reconcile(task_id: int, channel: Channel, provider: Provider, owner: str | N
         if may_send:
             _hand_back([r.id for r in ready])
             return Reconciled(returned=len(ready))
-        return _waiting(later + ready, deadline)
+        stale = [r.id for r in ready if r.handed_at <= now - deadline]
+        with session_scope() as session:
+            closed = transition(
+                session, and_(Message.id.in_(stale), Message.provider_message_id.is_(None)), MessageStatus.ERROR,
+                f"outcome unknown: cancelled during the call, and {provider.name} cannot be asked by reference",
+                "reconcile",
+            ) if stale else 0
+        waiting = _waiting(later + [r for r in ready if r.id not in stale], deadline)
+        return Reconciled(closed=closed, waiting=waiting.waiting, next_at=waiting.next_at)
     except ProviderError as exc:
         return Reconciled(waiting=len(rows), next_at=now + timedelta(seconds=5), error=str(exc))
     known = [a for a in answers if a.provider_message_id and a.ref in refs]
