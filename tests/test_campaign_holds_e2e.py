@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -20,7 +22,7 @@ from models.settings import get_settings
 from models.tables import Message, NotificationTask, StatusEvent
 from tasks.control import hold_unsent
 from tests.sandbox_fixtures import wait_until
-from tests.test_campaign_controls_e2e import SIZE, Campaign
+from tests.test_campaign_controls_e2e import SIZE, Campaign, notiflow
 
 pytestmark = pytest.mark.e2e
 
@@ -118,3 +120,29 @@ def test_a_failing_carrier_suspends_the_campaign_with_the_reason_and_resume_cont
         assert spent < get_settings().max_send_attempts
         assert campaign.carrier_refs() == []
     campaign.resume_and_finish()
+
+
+def test_a_paused_task_whose_run_wakes_for_a_status_poll_polls_only_and_suspends(
+    stack: Any, engine: Any, tmp_path: Path
+) -> None:
+    later = datetime.now(ZoneInfo(get_settings().timezone)) + timedelta(minutes=90)
+    if later.date() != (later + timedelta(minutes=30)).date() or later.date() != datetime.now(ZoneInfo(get_settings().timezone)).date():
+        pytest.skip("the later window would cross local midnight")
+    anytime = '[["00:00:00", "23:59:59"]]'
+    after_90_minutes = f'[["{later:%H:%M:00}", "{later + timedelta(minutes=30):%H:%M:00}"]]'
+    # Half the rows may go now, half in 90 minutes; those sent stay PENDING 15 s, so the run leaves its
+    # process to wait for a status poll (the poll schedule's 13 s → 20 s step is over the in-process wait).
+    with carrier(stack, pending_seconds=15):
+        campaign = Campaign(stack, engine, tmp_path, size=20, windows=[],
+                            extra=[("allowed time ranges", lambda i: anytime if i < 10 else after_90_minutes)])
+        campaign.wait_for_state(lambda s: s.name == "Waiting for status poll", "the run to wait for a status poll", timeout=60)
+        assert len(campaign.carrier_refs()) == 10
+        # Paused while no process runs: only the database knows; the run wakes up by itself.
+        hold_unsent(campaign.task_id)
+        state = campaign.wait_for_state(lambda s: s.type == StateType.PAUSED, "the woken run to suspend itself", timeout=60)
+        assert state.name == "Suspended"
+        statuses = campaign.statuses()
+        assert statuses["PAUSED"] == 10 and statuses.get("DELIVERED", 0) + statuses.get("UNDELIVERED", 0) == 10, statuses
+        assert len(campaign.carrier_refs()) == 10
+        assert task_row(engine, campaign.task_id).state == "paused"
+    notiflow("cancel", str(campaign.task_id))
