@@ -8,10 +8,15 @@ from flows.campaign import notification_task
 from flows.history import history_report
 from flows.hlr import hlr_check
 from flows.send import send_notification
+from flows.track import track_delivery
 from models.settings import get_settings
 
 NOTIFICATION_TASK = "notification-task/notification-task"
-SERVED = (NOTIFICATION_TASK, "send-notification/send-notification", "history-report/history-report", "hlr-check/hlr-check")
+TRACK_DELIVERY = "track-delivery/track-delivery"
+SERVED = (
+    NOTIFICATION_TASK, TRACK_DELIVERY, "send-notification/send-notification", "history-report/history-report",
+    "hlr-check/hlr-check",
+)
 
 
 def served_deployments() -> list[RunnerDeployment]:
@@ -20,6 +25,13 @@ def served_deployments() -> list[RunnerDeployment]:
         notification_task.to_deployment(
             name="notification-task",
             description="Run a notification task: parse its file, validate, schedule, send, track delivery, report.",
+            tags=["notiflow"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
+        ),
+        track_delivery.to_deployment(
+            name="track-delivery",
+            description="Follow a cancelled or crashed task's messages in flight and sent to a final status, then "
+            "write its report; started by `notiflow server` for each such task. It never sends.",
             tags=["notiflow"],
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),

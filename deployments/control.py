@@ -11,6 +11,7 @@ from sqlalchemy import select
 from models.db import session_scope
 from models.errors import NotiflowError, TaskNotFound
 from models.tables import NotificationTask
+from deployments.runs import start_tracking
 from tasks.control import cancel_unsent, hold_unsent
 
 
@@ -63,4 +64,5 @@ def cancel(ref: str) -> str:
         live = state is not None and state.type in (StateType.RUNNING, StateType.CANCELLING)
         client.set_flow_run_state(run.id, Cancelling() if live else Cancelled(), force=True)
     cancelled = cancel_unsent(task.id)
-    return f"task {task.id} cancelled: {cancelled} unsent messages will never be sent"
+    start_tracking(task.id, "cancelled")  # what went out is followed to its final status, then reported
+    return f"task {task.id} cancelled: {cancelled} unsent messages will never be sent; those sent are still tracked"

@@ -11,7 +11,7 @@ from uuid import UUID
 import httpx
 from prefect.client.schemas.objects import FlowRun
 
-from deployments import NOTIFICATION_TASK
+from deployments import NOTIFICATION_TASK, TRACK_DELIVERY
 from models.errors import NotiflowError
 from models.params import NotificationTaskParams
 
@@ -39,6 +39,17 @@ def start_run(params: NotificationTaskParams) -> FlowRun:
         if "not found" in str(exc).lower() or "404" in str(exc):
             raise NotiflowError(f"deployment {NOTIFICATION_TASK} is not registered: start `notiflow server` first") from exc
         raise
+
+
+def start_tracking(task_id: int, occasion: str) -> FlowRun:
+    """Start the track-delivery run for a task whose campaign run ended (cancelled, crashed); one per
+    task and occasion, however often it is asked (Prefect's idempotency key)."""
+    from prefect.deployments import run_deployment
+
+    return run_deployment(
+        TRACK_DELIVERY, parameters={"task_id": task_id}, timeout=0,
+        idempotency_key=f"track-delivery-{task_id}-{occasion}",
+    )
 
 
 def answers(url: str) -> bool:

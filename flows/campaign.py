@@ -2,19 +2,22 @@
 dispatch → poll status → build report.
 
 Every entry (first start, resume, wake-up, retry) runs from the top; each step derives what is left
-from the database, so nothing is sent twice and nothing is lost.
+from the database, so nothing is sent twice and nothing is lost. A paused task (its state in the
+database, whoever paused it) holds by construction: dispatch sends nothing for it, and the run
+suspends itself instead of finishing or waiting into a send; only an entry after a Resume lifts it.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import NoReturn
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.wait import wait_until
+from flows.wait import entered_by_resume, local_time, suspend_until_resumed, wait_until
 from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import Channel, TaskState
@@ -23,7 +26,8 @@ from tasks.channels import open_channels
 from tasks.dispatch import DispatchResult, dispatch
 from tasks.intake import intake
 from tasks.lease import new_owner, release_lease, take_lease
-from tasks.lifecycle import is_cancelled, open_task, set_state
+from tasks.control import hold_unsent
+from tasks.lifecycle import open_task, set_state, task_state
 from tasks.poll import PollResult, poll
 from tasks.progress import publish_progress, publish_summary
 from tasks.report import build_report
@@ -50,10 +54,18 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
     logger = get_run_logger()
     run_id = str(flow_run.get_id())
     task_id = open_task(params, run_id)
-    if is_cancelled(task_id):
+    state = task_state(task_id)
+    if state == TaskState.CANCELLED:
         # A cancelled task stays cancelled: a re-run only refreshes its report.
         report = build_report(task_id)
         return CampaignSummary(task_id=task_id, accepted=0, rejected=0, counts=report.counts, total_fee=report.total_fee, report=report.path)
+    if state == TaskState.PAUSED:
+        if not entered_by_resume():
+            # A wake-up (or a retry) of a paused task: ask about what is out, send nothing, hold again.
+            for channel in open_channels(task_id):
+                poll(task_id, channel)
+            _hold(task_id, None, f"task {task_id} is paused; resume it to go on")
+        set_state(task_id, TaskState.IN_PROGRESS, resume=True)
 
     taken = intake(task_id)
     logger.info("notification task %s: %s rows accepted, %s rejected", task_id, taken.accepted, taken.rejected)
@@ -66,7 +78,8 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
         _send_and_track(task_id, run_id)
 
     report = build_report(task_id)
-    set_state(task_id, TaskState.COMPLETED)
+    if set_state(task_id, TaskState.COMPLETED) == TaskState.PAUSED:
+        _hold(task_id, None, f"task {task_id} was paused as it finished; resume it to complete")
     publish_progress(task_id, with_counts=True)
     publish_summary(task_id)
     logger.info("report: %s", report.path)
@@ -78,14 +91,18 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
 
 def _send_and_track(task_id: int, run_id: str) -> None:
     """Dispatch what is due and poll what is out, on every channel the task uses, until every message has
-    its final status."""
+    its final status; suspend the run whenever the task is paused."""
     logger = get_run_logger()
     owner = new_owner(run_id)
     take_lease(task_id, owner)
     channels = open_channels(task_id)
+    window = get_settings().send_error_window
+    recent = {channel: deque[bool](maxlen=window) for channel in channels}
     poll_faults = 0
     while True:
-        sent = [_dispatch_due(task_id, owner, channel) for channel in channels]
+        sent = [_dispatch_due(task_id, owner, channel, recent[channel]) for channel in channels]
+        if any(r.paused for r in sent):
+            _hold(task_id, owner, f"task {task_id} is paused; resume it to go on")
         polled = [poll(task_id, channel) for channel in channels]
         publish_progress(task_id)
         if errors := [p.error for p in polled if p.error]:
@@ -101,16 +118,18 @@ def _send_and_track(task_id: int, run_id: str) -> None:
             break
         wake, name, message = next_wait
         if (wake - utcnow()).total_seconds() > get_settings().max_inprocess_wait_seconds:
-            # The run is about to leave its process.
+            # The run is about to leave its process (a pause meanwhile is kept: set_state never lifts it).
             release_lease(task_id, owner)
-            set_state(task_id, TaskState.SCHEDULED, f"{name.lower()}: {message}")
+            if set_state(task_id, TaskState.SCHEDULED, f"{name.lower()}: {message}") == TaskState.PAUSED:
+                _hold(task_id, None, f"task {task_id} is paused; resume it to go on")
             publish_progress(task_id, with_counts=True)
         wait_until(wake, name, message)
     release_lease(task_id, owner)
 
 
-def _dispatch_due(task_id: int, owner: str, channel: Channel) -> DispatchResult:
-    """Send one channel's batches while messages are due; back off while the carrier is failing."""
+def _dispatch_due(task_id: int, owner: str, channel: Channel, recent: deque[bool]) -> DispatchResult:
+    """Send one channel's batches while messages are due; back off while the carrier is failing, and
+    suspend the campaign when too many of the channel's recent requests failed."""
     logger = get_run_logger()
     faults = 0
     while True:
@@ -121,6 +140,19 @@ def _dispatch_due(task_id: int, owner: str, channel: Channel) -> DispatchResult:
                 "batch: %s %s messages sent, %s refused, %s expired; %s left to send",
                 result.sent, result.channel, result.refused, result.expired, result.remaining,
             )
+        if result.requested:
+            recent.append(result.carrier_fault is not None)
+            failed = sum(recent)
+            # Judged from the third request on, so a failing carrier suspends the campaign before any
+            # message has spent its attempts (five by default).
+            if len(recent) >= 3 and failed / len(recent) > get_settings().max_send_error_rate:
+                reason = (
+                    f"suspended: {failed} of the last {len(recent)} requests to the {channel.value} carrier failed "
+                    f"(last: {result.carrier_fault}); resume when it works again"
+                )
+                logger.warning("%s", reason)
+                hold_unsent(task_id, reason)
+                _hold(task_id, owner, reason)
         if result.carrier_fault:
             faults += 1
             pause = min(result.retry_after or 2.0 ** faults, 30.0)
@@ -128,8 +160,17 @@ def _dispatch_due(task_id: int, owner: str, channel: Channel) -> DispatchResult:
             time.sleep(pause)
             continue
         faults = 0
-        if not result.due_now:
+        if result.paused or not result.due_now:
             return result
+
+
+def _hold(task_id: int, owner: str | None, reason: str) -> NoReturn:
+    """The task is paused: give up the lease, show the counts, and leave the run Suspended until a resume."""
+    get_run_logger().info("%s", reason)
+    if owner is not None:
+        release_lease(task_id, owner)
+    publish_progress(task_id, with_counts=True)
+    suspend_until_resumed(reason)
 
 
 def _next_wait(sent: list[DispatchResult], polled: list[PollResult]) -> tuple[datetime, str, str] | None:
@@ -143,9 +184,4 @@ def _next_wait(sent: list[DispatchResult], polled: list[PollResult]) -> tuple[da
     wake = min(due_times)
     name = "Waiting for window" if wake == next_window else "Waiting for status poll"
     to_send, outstanding = sum(r.remaining for r in sent), sum(p.outstanding for p in polled)
-    return wake, name, f"continues at {_local(wake)} ({to_send} to send, {outstanding} awaiting delivery reports)"
-
-
-def _local(moment: datetime) -> str:
-    zone = get_settings().timezone
-    return f"{moment.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M:%S} {zone}"
+    return wake, name, f"continues at {local_time(wake)} ({to_send} to send, {outstanding} awaiting delivery reports)"

@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     max_send_attempts: int = 5
     # Longer than the longest in-process wait, since the lease is renewed once per dispatch batch.
     lease_seconds: float = 90.0
+    # Carrier trouble and in-flight messages (issue 11, items 2 and 4):
+    # a message handed to a provider this long ago without an answer is in no provider call any more
+    # (calls time out after 10 s), so any process may reconcile it by its idempotency key.
+    handover_deadline_seconds: float = 20.0
+    # When more than this share of a channel's last `send_error_window` send requests failed (5xx,
+    # 429, timeouts), the campaign suspends itself instead of spending every message's attempts.
+    max_send_error_rate: float = Field(default=0.5, ge=0, le=1)
+    send_error_window: int = Field(default=10, ge=3)
 
     # --- Who may use the API, and where task files may come from ---
     # The folder task files given by path must be in (the CLI copies a local file there); empty: `home`/uploads.

@@ -4,7 +4,8 @@ A run suspended or cancelled from the UI runs none of our code (no hook runs for
 waiting run, and a running one is killed mid-batch), so `notiflow server` watches the runs of its
 active tasks: a suspended run's unsent messages become PAUSED and its pause loses the UI dialog's
 timeout (which would otherwise fail the campaign), a cancelled run's become CANCELED, a crashed or
-failed run marks its task failed.
+failed run marks its task failed. A cancelled or crashed run also gets a track-delivery run, which
+follows the messages it had handed to providers to their final status and writes the report.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from models.db import session_scope
 from models.status import TaskState
 from models.tables import NotificationTask
+from deployments.runs import start_tracking
 from tasks.control import cancel_unsent, hold_unsent, mark_failed
 
 logger = logging.getLogger("notiflow.supervisor")
@@ -61,9 +63,11 @@ def apply_run_state(client: SyncPrefectClient, run: FlowRun, task_id: int, task_
             client.set_flow_run_state(run.id, Suspended(pause_key=state.state_details.pause_key), force=True)
     elif state.type in (StateType.CANCELLING, StateType.CANCELLED):
         cancelled = cancel_unsent(task_id)
-        logger.info("task %s: run %s cancelled, %s unsent messages cancelled", task_id, run.id, cancelled)
+        start_tracking(task_id, "cancelled")
+        logger.info("task %s: run %s cancelled, %s unsent messages cancelled, tracking the rest", task_id, run.id, cancelled)
     elif state.type in (StateType.FAILED, StateType.CRASHED):
         mark_failed(task_id, f"flow run {state.name.lower()}: {state.message or ''}".strip(": "))
+        start_tracking(task_id, f"{state.type.value.lower()}-{state.id}")
 
 
 def supervise_forever(stop: threading.Event, interval: float = 1.0) -> None:

@@ -90,6 +90,10 @@ class ProviderRejected(ProviderError):
     """The provider refused the whole request (4xx other than 429): retrying will not help."""
 
 
+class LookupUnsupported(ProviderRejected):
+    """The provider cannot say what became of a message by our reference."""
+
+
 class Provider(ABC):
     """A channel's outside service. Limits are data, declared by each adapter."""
 
@@ -122,6 +126,12 @@ class Provider(ABC):
     @abstractmethod
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
         """Ask the current status of messages sent earlier."""
+
+    def lookup(self, refs: Sequence[str]) -> list[Acceptance]:
+        """What became of messages whose send had no answer: an Acceptance with the provider's id for each
+        ref it accepted; refs it never received come back without an id. Adapters of providers that
+        cannot be asked by reference raise LookupUnsupported (a resend with the same key reconciles)."""
+        raise LookupUnsupported(f"{self.name} cannot look messages up by reference")
 
     @classmethod
     def parse_webhook(cls, payload: Any) -> list[StatusReport]:

@@ -6,47 +6,81 @@ to a run that is suspended, waiting, or was killed.
 """
 from __future__ import annotations
 
-from sqlalchemy import and_
+from sqlalchemy import and_, func, select
+from sqlmodel import Session
 
 from models.db import session_scope
 from models.history import transition
 from models.status import MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
+from tasks.lease import lock_task
 
 _HOLDABLE = [MessageStatus.CREATED.value, MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]
 _CANCELABLE = _HOLDABLE + [MessageStatus.PAUSED.value]
 
 
 def hold_unsent(task_id: int, reason: str = "paused by the user") -> int:
-    """Messages not yet handed to a provider become PAUSED; the task shows as paused."""
+    """Messages not yet handed to a provider become PAUSED; the task shows as paused, with the reason."""
     with session_scope() as session:
+        state = lock_task(session, task_id)  # the task row before its messages, as dispatch and cancel do
         held = transition(
             session,
             and_(Message.task_id == task_id, Message.status.in_(_HOLDABLE), Message.handed_at.is_(None)),
             MessageStatus.PAUSED, reason, "pause",
         )
-        task = session.get(NotificationTask, task_id)
-        if task is not None and task.state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
-            task.state, task.state_description = TaskState.PAUSED, reason
-            session.add(task)
+        if state is not None and state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
+            session.execute(
+                NotificationTask.__table__.update()
+                .where(NotificationTask.id == task_id)
+                .values(state=TaskState.PAUSED.value, state_description=reason)
+            )
     return held
 
 
-def cancel_unsent(task_id: int, reason: str = "cancelled by the user before sending") -> int:
-    """Messages not yet handed to a provider become CANCELED and are never sent; sent ones stay tracked."""
+def cancel_unsent(task_id: int) -> int:
+    """Messages not yet handed to a provider become CANCELED and are never sent; those handed stay tracked
+    (the track-delivery run follows them to a final status). The task's description counts both."""
     with session_scope() as session:
+        state = lock_task(session, task_id)  # the task row before its messages, as dispatch and pause do
         cancelled = transition(
             session,
             and_(Message.task_id == task_id, Message.status.in_(_CANCELABLE), Message.handed_at.is_(None)),
-            MessageStatus.CANCELED, reason, "cancel",
+            MessageStatus.CANCELED, "cancelled by the user before sending", "cancel",
         )
-        task = session.get(NotificationTask, task_id)
-        if task is not None and task.state != TaskState.CANCELLED:
-            task.state, task.state_description = TaskState.CANCELLED, reason
-            task.finished_at = task.finished_at or utcnow()
-            task.lease_owner = task.lease_expires_at = None
-            session.add(task)
+        if state is not None:
+            values: dict[str, object] = {"state_description": cancel_description(session, task_id)}
+            if state != TaskState.CANCELLED:
+                values.update(state=TaskState.CANCELLED.value, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+            session.execute(NotificationTask.__table__.update().where(NotificationTask.id == task_id).values(**values))
     return cancelled
+
+
+def cancel_description(session: Session, task_id: int) -> str:
+    """What a cancel left: how many messages went out, how many are still being reconciled, how many were cancelled."""
+    went_out, in_flight, cancelled = session.execute(
+        select(
+            func.count().filter(Message.provider_message_id.is_not(None)),
+            func.count().filter(
+                Message.provider_message_id.is_(None), Message.handed_at.is_not(None),
+                Message.status != MessageStatus.CANCELED.value,
+            ),
+            func.count().filter(Message.status == MessageStatus.CANCELED.value),
+        ).where(Message.task_id == task_id)
+    ).one()
+    checking = f", {in_flight} in flight being reconciled with the provider" if in_flight else ""
+    return f"cancelled by the user: {went_out} messages went out{checking}, {cancelled} cancelled"
+
+
+def describe_cancelled(task_id: int) -> str | None:
+    """Refresh a cancelled task's description once its messages in flight are settled; None if not cancelled."""
+    with session_scope() as session:
+        if lock_task(session, task_id) != TaskState.CANCELLED:
+            return None
+        description = cancel_description(session, task_id)
+        session.execute(
+            NotificationTask.__table__.update().where(NotificationTask.id == task_id).values(state_description=description)
+        )
+    return description
 
 
 def mark_failed(task_id: int, reason: str) -> None:

@@ -2,8 +2,12 @@
 
 Each message is marked as handed (attempt, run, time) and committed before the provider call, and
 its outcome is committed right after. A message left handed without a provider id (the process was
-killed mid-call, or the call timed out) is sent again with the same idempotency key, which the
-provider answers with the id it already gave: it is reconciled, never sent twice.
+killed mid-call, or the call timed out) is never picked by a plain send again: it is reconciled by
+its idempotency key (tasks/reconcile.py), by this process at once when the call was its own, by any
+other only once the hand-over deadline says no call can still be running.
+
+A paused task sends nothing and says so (`paused`), whoever paused it and whenever: the flow then
+suspends its run instead of finishing or waiting into a send.
 """
 from __future__ import annotations
 
@@ -16,18 +20,18 @@ from prefect.cache_policies import NO_CACHE
 from sqlalchemy import and_, func, select, update
 
 from models.db import session_scope
-from models.history import record_each, transition
+from models.history import transition
 from models.settings import get_settings
 from models.status import Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import (
-    Acceptance,
     OutgoingMessage,
     Provider,
     ProviderRejected,
     ProviderUnavailable,
 )
-from tasks.lease import renew_lease
+from tasks.lease import lock_task, renew_lease
+from tasks.reconcile import in_flight, reconcile, record_acceptances
 from tasks.routing import provider_for
 from tasks.schedule import reschedule_closed
 
@@ -42,10 +46,17 @@ class DispatchResult:
     next_due_at: datetime | None
     carrier_fault: str | None = None
     retry_after: float | None = None
+    # The task is paused: nothing was sent and nothing will be until someone resumes it.
+    paused: bool = False
 
     @property
     def due_now(self) -> bool:
-        return self.remaining > 0 and (self.next_due_at is None or self.next_due_at <= utcnow())
+        return not self.paused and self.remaining > 0 and (self.next_due_at is None or self.next_due_at <= utcnow())
+
+    @property
+    def requested(self) -> bool:
+        """A send request went to the provider (answered or not)."""
+        return bool(self.sent or self.refused or self.carrier_fault)
 
 
 @task(name="dispatch batch", cache_policy=NO_CACHE)
@@ -54,48 +65,24 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     settings = get_settings()
     provider = provider_for(channel)
     with provider:
+        # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
+        settled = reconcile(task_id, channel, provider, owner)
         now = utcnow()
         with session_scope() as session:
+            task_state = lock_task(session, task_id)
             renew_lease(session, task_id, owner)
-            uid, task_state = session.execute(
-                select(NotificationTask.uid, NotificationTask.state).where(NotificationTask.id == task_id)
-            ).one()
-            if task_state in (TaskState.PAUSED, TaskState.CANCELLED):
-                # Paused or cancelled from outside while this process was between batches: send nothing.
-                return DispatchResult(channel=channel.value, sent=0, refused=0, expired=0, remaining=0, next_due_at=None)
-            unsent = and_(Message.task_id == task_id, Message.channel == channel.value, Message.provider_message_id.is_(None))
-            expired = transition(
-                session,
-                and_(unsent, Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
-                     Message.handed_at.is_(None), Message.expires_at <= now),
-                MessageStatus.EXPIRED,
-                "validity period passed before the message could be sent",
-                "dispatch",
+            stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
+            if not stopped:
+                batch, expired, uid = _claim(session, task_id, owner, channel, provider, now)
+        if stopped:
+            # Paused (by a user, or by the error threshold) or cancelled from outside while this process
+            # was between batches: send nothing, and say paused, so the flow suspends instead of
+            # finishing, or waiting into a send.
+            paused = task_state == TaskState.PAUSED
+            return DispatchResult(
+                channel=channel.value, sent=settled.sent, refused=0, expired=0,
+                remaining=_what_is_left(task_id, channel)[0] if paused else 0, next_due_at=None, paused=paused,
             )
-            # A window that closed while the message waited (a pause, carrier faults, a late wake-up).
-            expired += reschedule_closed(session, task_id, now)
-            transition(
-                session,
-                and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now),
-                MessageStatus.QUEUED,
-                "waiting in queue",
-                "dispatch",
-            )
-            claim = (
-                select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts)
-                .where(unsent, Message.status == MessageStatus.QUEUED.value)
-                .order_by(Message.id)
-                .limit(min(settings.dispatch_batch_size, provider.batch_size))
-            )
-            if session.get_bind().dialect.name == "postgresql":
-                claim = claim.with_for_update(skip_locked=True)
-            batch = session.execute(claim).all()
-            if batch:
-                session.execute(
-                    update(Message)
-                    .where(Message.id.in_([m.id for m in batch]))
-                    .values(handed_at=now, handed_by=owner, attempts=Message.attempts + 1)
-                )
         sent = refused = 0
         fault: ProviderUnavailable | None = None
         if batch:
@@ -114,7 +101,11 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
             except ProviderRejected as exc:
                 refused = _refuse_all(batch, provider, str(exc))
             else:
-                sent, refused = _record_acceptances(acceptances, ids, provider)
+                sent, refused = record_acceptances(acceptances, ids, provider)
+        elif settled.error:
+            fault = ProviderUnavailable(settled.error)
+        sent += settled.sent
+        expired += settled.closed
         remaining, next_due = _what_is_left(task_id, channel)
     return DispatchResult(
         channel=channel.value,
@@ -128,36 +119,58 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     )
 
 
-def _record_acceptances(acceptances: list[Acceptance], ids: dict[str, int], provider: Provider) -> tuple[int, int]:
-    now = utcnow()
-    first_poll = now + timedelta(seconds=(get_settings().poll_schedule or provider.poll_schedule)[0])
-    changes: list[dict[str, Any]] = []
-    sent = refused = 0
-    for acceptance in acceptances:
-        message_id = ids.get(acceptance.ref)
-        if message_id is None:
-            continue
-        if acceptance.provider_message_id:
-            sent += 1
-            changes.append({
-                "id": message_id, "status": MessageStatus.SENT.value,
-                "status_description": "accepted by the provider" + (" (reconciled)" if acceptance.duplicate else ""),
-                "provider": provider.name, "provider_message_id": acceptance.provider_message_id,
-                "sent_at": now, "next_poll_at": first_poll, "poll_count": 0,
-            })
-        else:
-            refused += 1
-            changes.append({
-                "id": message_id, "status": MessageStatus.ERROR.value,
-                "status_description": f"refused by {provider.name}: {acceptance.error}", "provider": provider.name,
-            })
-    with session_scope() as session:
-        record_each(session, changes, "dispatch")
-    return sent, refused
+def _claim(
+    session: Any, task_id: int, owner: str, channel: Channel, provider: Provider, now: datetime
+) -> tuple[list[Any], int, str]:
+    """Under the task's lock: expire what is past its validity, queue what is due, and mark the next batch
+    handed to `owner`; returns the batch, how many expired, and the task's uid (the key's prefix)."""
+    settings = get_settings()
+    uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
+    unsent = and_(
+        Message.task_id == task_id, Message.channel == channel.value,
+        Message.provider_message_id.is_(None), Message.handed_at.is_(None),
+    )
+    expired = transition(
+        session,
+        and_(unsent, Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
+             Message.expires_at <= now),
+        MessageStatus.EXPIRED,
+        "validity period passed before the message could be sent",
+        "dispatch",
+    )
+    # A window that closed while the message waited (a pause, carrier faults, a late wake-up).
+    expired += reschedule_closed(session, task_id, now)
+    transition(
+        session,
+        and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now),
+        MessageStatus.QUEUED,
+        "waiting in queue",
+        "dispatch",
+    )
+    claim = (
+        select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts)
+        .where(unsent, Message.status == MessageStatus.QUEUED.value)
+        .order_by(Message.id)
+        .limit(min(settings.dispatch_batch_size, provider.batch_size))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        claim = claim.with_for_update(skip_locked=True)
+    batch = session.execute(claim).all()
+    if batch:
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in batch]))
+            .values(handed_at=now, handed_by=owner, attempts=Message.attempts + 1)
+        )
+    return batch, expired, uid
 
 
 def _give_back(batch: list[Any], fault: ProviderUnavailable, max_attempts: int) -> None:
-    """After a failed call: retry later, or give up on messages that used up their attempts."""
+    """After a failed call: a batch the provider surely did not take is unsent again (or ERROR once its
+    attempts are spent); one it may have taken (a timeout) stays handed, to be reconciled by its key —
+    never ERROR, since the provider may have accepted and billed it."""
+    if fault.outcome_unknown:
+        return
     with session_scope() as session:
         spent = [m.id for m in batch if m.attempts + 1 >= max_attempts]
         if spent:
@@ -165,13 +178,11 @@ def _give_back(batch: list[Any], fault: ProviderUnavailable, max_attempts: int) 
                 session, Message.id.in_(spent), MessageStatus.ERROR,
                 f"carrier fault after {max_attempts} attempts: {fault}", "dispatch",
             )
-        if not fault.outcome_unknown:
-            # The provider certainly did not take the batch: the messages are plainly unsent again.
-            session.execute(
-                update(Message)
-                .where(Message.id.in_([m.id for m in batch if m.id not in spent]))
-                .values(handed_at=None, handed_by=None)
-            )
+        session.execute(
+            update(Message)
+            .where(Message.id.in_([m.id for m in batch if m.id not in spent]))
+            .values(handed_at=None, handed_by=None)
+        )
 
 
 def _refuse_all(batch: list[Any], provider: Provider, reason: str) -> int:
@@ -183,13 +194,20 @@ def _refuse_all(batch: list[Any], provider: Provider, reason: str) -> int:
 
 
 def _what_is_left(task_id: int, channel: Channel) -> tuple[int, datetime | None]:
+    """Messages still to send (and in flight, to reconcile) on the channel, and when the next is due."""
+    deadline = timedelta(seconds=get_settings().handover_deadline_seconds)
     with session_scope() as session:
-        remaining, next_due = session.execute(
+        to_send, next_due = session.execute(
             select(func.count(), func.min(Message.scheduled_at)).where(
                 Message.task_id == task_id,
                 Message.channel == channel.value,
                 Message.provider_message_id.is_(None),
+                Message.handed_at.is_(None),
                 Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
             )
         ).one()
-    return remaining or 0, next_due
+        handed, oldest = session.execute(
+            select(func.count(), func.min(Message.handed_at)).where(in_flight(task_id, channel))
+        ).one()
+    due = [t for t in (next_due, oldest + deadline if oldest else None) if t is not None]
+    return (to_send or 0) + (handed or 0), min(due, default=None)

@@ -23,7 +23,7 @@ def new_owner(run_id: str) -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{run_id}/{uuid.uuid4().hex[:8]}"
 
 
-def _holder_is_gone(owner: str | None) -> bool:
+def holder_is_gone(owner: str | None) -> bool:
     """True when the holder was a process on this host that no longer exists (killed, or exited on suspend)."""
     if not owner:
         return True
@@ -69,7 +69,7 @@ def take_lease(task_id: int, owner: str, wait_seconds: float | None = None) -> N
                     or_(
                         NotificationTask.lease_owner.is_(None),
                         NotificationTask.lease_owner == owner,
-                        NotificationTask.lease_owner == holder if _holder_is_gone(holder) else false(),
+                        NotificationTask.lease_owner == holder if holder_is_gone(holder) else false(),
                         NotificationTask.lease_expires_at < now,
                     ),
                 )
@@ -92,3 +92,13 @@ def release_lease(task_id: int, owner: str) -> None:
             .where(NotificationTask.id == task_id, NotificationTask.lease_owner == owner)
             .values(lease_owner=None, lease_expires_at=None)
         )
+
+
+def lock_task(session: Session, task_id: int) -> str | None:
+    """Lock the task's row (SELECT … FOR UPDATE on PostgreSQL) and return its state.
+
+    Every transaction that changes a task's messages together with the task — dispatch, pause, cancel —
+    takes this lock first, so they queue behind each other instead of deadlocking on opposite orders.
+    SQLite serialises writers by itself and ignores FOR UPDATE.
+    """
+    return session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id).with_for_update())

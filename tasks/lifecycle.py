@@ -13,6 +13,7 @@ from models.params import NotificationTaskParams
 from models.status import TaskState
 from models.tables import NotificationTask, utcnow
 from tasks import task_file
+from tasks.lease import lock_task
 from tasks.windows import parse_windows
 
 
@@ -32,7 +33,8 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
         else:
             existing = session.scalar(select(NotificationTask).where(NotificationTask.flow_run_id == flow_run_id))
         if existing is not None:
-            if existing.state not in (TaskState.COMPLETED, TaskState.CANCELLED):
+            # A paused task stays paused: only a resume (seen by the flow) lifts it, never a wake-up.
+            if existing.state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.PAUSED):
                 existing.state, existing.state_description = TaskState.IN_PROGRESS, ""
             existing.started_at = existing.started_at or utcnow()
             session.add(existing)
@@ -68,16 +70,31 @@ def open_task(params: NotificationTaskParams, flow_run_id: str) -> int:
 
 
 @task(name="set task state", cache_policy=NO_CACHE)
-def set_state(task_id: int, state: TaskState, description: str = "") -> None:
+def set_state(task_id: int, state: TaskState, description: str = "", *, resume: bool = False) -> TaskState:
+    """Move the task to `state`; returns the state it is in afterwards.
+
+    A cancelled task stays cancelled, and a paused one stays paused unless this is its resume: the flow
+    never talks a pause away by saying it waits or completes.
+    """
     with session_scope() as session:
+        current = lock_task(session, task_id)
+        if current == TaskState.CANCELLED and state != TaskState.CANCELLED:
+            return TaskState.CANCELLED
+        if current == TaskState.PAUSED and not resume and state not in (TaskState.CANCELLED, TaskState.FAILED):
+            return TaskState.PAUSED
         notification_task = session.get(NotificationTask, task_id)
         assert notification_task is not None
         notification_task.state, notification_task.state_description = state, description
         if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
             notification_task.finished_at = utcnow()
         session.add(notification_task)
+    return state
+
+
+def task_state(task_id: int) -> TaskState:
+    with session_scope() as session:
+        return TaskState(session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)))
 
 
 def is_cancelled(task_id: int) -> bool:
-    with session_scope() as session:
-        return session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)) == TaskState.CANCELLED
+    return task_state(task_id) == TaskState.CANCELLED

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,12 @@ def slow_carrier(stack: Any) -> Iterator[None]:
 
 
 class Campaign:
-    def __init__(self, stack: Any, engine: Any, tmp_path: Path, size: int, windows: list[str]):
-        rows = [[p, f"Offer {i}"] for i, p in enumerate(phones(size, start=uuid.uuid4().int % 9_000_000))]
-        path = write_xlsx(tmp_path / f"c-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text"], rows)
+    def __init__(self, stack: Any, engine: Any, tmp_path: Path, size: int, windows: list[str],
+                 extra: Sequence[tuple[str, Any]] = ()):
+        """`size` rows of phone and text, plus the `extra` columns: (header, value of row i or a function of i)."""
+        rows = [[p, f"Offer {i}", *(v(i) if callable(v) else v for _h, v in extra)]
+                for i, p in enumerate(phones(size, start=uuid.uuid4().int % 9_000_000))]
+        path = write_xlsx(tmp_path / f"c-{uuid.uuid4().hex[:6]}.xlsx", ["phone", "text", *(h for h, _v in extra)], rows)
         self.stack, self.engine, self.size = stack, engine, size
         self.run = start_run(NotificationTaskParams(task_file=str(path), windows=windows))
         self.task_id: int = wait_until(self._task_id, timeout=60, interval=0.3, what="the run to create its task")

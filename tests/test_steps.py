@@ -137,9 +137,10 @@ def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp
     with Session(engine) as session:
         uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
         lost = session.execute(select(Message.id, Message.recipient, Message.text).where(Message.task_id == task_id).limit(5)).all()
-        # The process marked these as handed, the carrier took them, and the process died before recording ids.
+        # A minute ago a process marked these as handed, the carrier took them, and the process died
+        # before recording ids.
         session.execute(update(Message).where(Message.id.in_([m.id for m in lost])).values(
-            handed_at=datetime.now(UTC), handed_by="dead-process", attempts=1))
+            handed_at=datetime.now(UTC) - timedelta(minutes=1), handed_by="other-host/1/run/dead", attempts=1))
         session.commit()
     with SandboxCarrier(stack.sandbox_url, Channel.SMS) as carrier:
         carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow", channel=Channel.SMS)

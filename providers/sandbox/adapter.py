@@ -28,6 +28,7 @@ logger = logging.getLogger("notiflow.providers.sandbox")
 # roaming, unverified sender, phone off, offline, memory full, device fault, carrier fault).
 # A ref the carrier accepted before is answered with the first id and `duplicate: true`: that is
 # how a send whose outcome is unknown is reconciled. Final statuses are also pushed to report_url.
+# `POST /messages/lookup` answers the same by ref without sending: a message never received has no id.
 # One carrier takes every channel, with the same receipt codes; it checks each recipient against its
 # channel (a phone, an e-mail address, a device token or a chat id) and refuses that message alone.
 RECEIPT_CODES: dict[str, tuple[MessageStatus, str]] = {
@@ -100,6 +101,18 @@ class SandboxCarrier(Provider):
             )
             for m in mine
         ]
+
+    def lookup(self, refs: Sequence[str]) -> list[Acceptance]:
+        found: list[Acceptance] = []
+        for start in range(0, len(refs), self.batch_size):
+            chunk = list(refs[start : start + self.batch_size])
+            response = self._request("POST", "/messages/lookup", json={"refs": chunk})
+            try:
+                found += [Acceptance(ref=item["ref"], provider_message_id=item.get("id"), duplicate=True)
+                          for item in response.json()["results"]]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ProviderUnavailable(f"{self.name}: unreadable answer to POST /messages/lookup: {exc}") from exc
+        return found
 
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
         reports: list[StatusReport] = []

@@ -82,6 +82,10 @@ class StatusRequest(BaseModel):
     ids: list[str] = Field(min_length=1)
 
 
+class LookupRequest(BaseModel):
+    refs: list[str] = Field(min_length=1)
+
+
 class HLRRequest(BaseModel):
     phones: list[str] = Field(min_length=1)
 
@@ -382,6 +386,13 @@ def create_app(config: CarrierConfig) -> FastAPI:
             for i in body.ids
         ]
         return {"statuses": statuses}
+
+    @app.post("/messages/lookup")
+    async def lookup(body: LookupRequest) -> Any:
+        """What became of each ref: its id if it was accepted, null if it never arrived (reconciliation)."""
+        if len(body.refs) > state.config.max_batch:
+            return error(413, f"{len(body.refs)} refs is over the limit of {state.config.max_batch} per request")
+        return {"results": [{"ref": ref, "id": state.ids_by_ref.get(ref)} for ref in body.refs]}
 
     @app.get("/messages")
     async def messages() -> Any:
