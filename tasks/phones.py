@@ -139,7 +139,9 @@ def _zone(number: PhoneNumber, number_type: int, account_zone: str) -> str:
         zones = _COUNTRY_ZONES.get(number.country_code)
         if zones is None:
             zones = _COUNTRY_ZONES[number.country_code] = tuple(phone_zones.time_zones_for_number(number))
-    region = phonenumbers.region_code_for_number(number)
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE[number.country_code]
+    # A code of one region is that region; region_code_for_number works out which of several it is.
+    region = regions[0] if len(regions) == 1 else phonenumbers.region_code_for_number(number)
     key = (tuple(zones), region, account_zone)
     zone = cache.get(key)
     if zone is None:
