@@ -135,3 +135,24 @@ def test_russian_spreadsheet_cells_keep_their_meaning() -> None:
 def test_a_national_number_of_another_country_is_refused_with_what_to_do() -> None:
     with pytest.raises(ValueError, match=r"not a valid phone number in RU nor with \+ before it; write it with \+ and the country code"):
         subscriber("07911 123456", "RU", "Europe/Moscow")
+
+
+def test_the_phone_module_uses_only_phonenumbers_public_names() -> None:
+    """Private names (_is_number_matching_desc, _country_level_time_zones_for_number...) may change in any
+    phonenumbers release."""
+    import ast
+    import inspect
+
+    import tasks.phones
+
+    tree = ast.parse(inspect.getsource(tasks.phones))
+    private = [
+        node.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+    ] + [
+        alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("phonenumbers")
+        for alias in node.names if alias.name.startswith("_")
+    ] + [
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and "._" in (node.module or "")
+    ]
+    assert private == []
