@@ -298,7 +298,7 @@ def main() -> None:
         ("" if args.pairs == 3 else f" --pairs {args.pairs}") + "`"
     bad = ours["rejected"] / max(ours["rows"], 1)
     print("\nTable row for bench/RESULTS.md (the median pair; every pair's ratio in the last column):")
-    print(f"| {date.today().isoformat()} | {command} | {args.rows:,} ({bad:.0%} bad) "
+    print(f"| {date.today().isoformat()} | {command} | {args.rows:,} ({bad:.1%} bad) "
           f"| {base['seconds']:.1f} s, {base['peak_mib']:.0f} MiB | {ours['seconds']:.1f} s | {report['ingest_rows_per_s']:,} "
           f"| {report['ingest_peak_mib']} MiB (main process {report['ingest_main_process_peak_mib']} MiB) "
           f"| {report['speed_ratio_vs_baseline']:.2f}× ({', '.join(f'{r:.2f}' for r in ratios)}) |")
