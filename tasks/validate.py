@@ -388,7 +388,8 @@ def _code(name: str) -> str:
 # Checked with the recipient and the template, which know more than the column alone.
 _CHECKED_WITH_ROW = frozenset({"phone", "messenger user id", "template id", "chat id"})
 # Parsed values by (column, cell type, cell), for the columns most files fill with a few values over and
-# over (channel, validity period, flags); only immutable results, and only the first values seen.
+# over (channel, validity period, flags, time windows); only immutable results (a list of texts kept as a
+# tuple), and only the first values seen.
 _PARSED: dict[tuple[str, type, Any], Any] = {}
 _PARSED_LIMIT = 4096
 
@@ -402,7 +403,7 @@ def _parse_columns(row: _Row) -> dict[str, Any]:
         key = (name, raw.__class__, raw)
         parsed = _PARSED.get(key, _PARSED)
         if parsed is not _PARSED:
-            values[name] = parsed
+            values[name] = list(parsed) if parsed.__class__ is tuple else parsed
             continue
         try:
             parsed = values[name] = BY_NAME[name].parse(raw)
@@ -413,8 +414,11 @@ def _parse_columns(row: _Row) -> dict[str, Any]:
         except ValueError as exc:
             row.fail(name, f"invalid_{_code(name)}", raw, str(exc))
         else:
-            if parsed.__class__ in (str, int, bool) and len(_PARSED) < _PARSED_LIMIT:
-                _PARSED[key] = parsed
+            if len(_PARSED) < _PARSED_LIMIT:
+                if parsed.__class__ in (str, int, bool):
+                    _PARSED[key] = parsed
+                elif parsed.__class__ is list and all(item.__class__ is str for item in parsed):
+                    _PARSED[key] = tuple(parsed)  # time windows, channels: each row gets its own list
     return values
 
 

@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
+import bench.ingest as ingest_bench
 import tasks.intake as intake_module
 from models.db import insert_new, session_scope
 from models.tables import Message, Rejection, ShortLink
@@ -89,6 +90,29 @@ def test_file_checked_by_workers_is_stored_as_when_checked_in_one_process(
     }
     assert [m["row"] for m in messages if m["unique_message_id"] == "u-3"] == [5]
     assert links == ["https://shop.example.com/winter?customer=41"]
+
+
+def test_a_realistic_file_is_stored_by_the_workers_as_in_one_process(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The benchmark's rows: phones in every spreadsheet spelling, e-mail and viber rows, time windows,
+    booleans in every spelling, send at as text and as date cells, a share of bad rows."""
+    path = write_xlsx(tmp_path / "realistic.xlsx", ingest_bench.HEADER, [ingest_bench._row(i) for i in range(800)])
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 1_000_000)
+    here = make_task_from(path)
+    in_one = intake.fn(here)
+    assert (in_one.accepted, in_one.rejected) == (788, 12)
+
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
+    monkeypatch.setattr(intake_module, "JOB_ROWS", 53)
+    monkeypatch.setattr(intake_module, "CHUNK_ROWS", 120)
+    monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
+    by_workers = make_task_from(path)
+    assert intake.fn(by_workers) == in_one
+    assert stored(engine, by_workers) == stored(engine, here)
+    messages, rejections, _links = stored(engine, by_workers)
+    assert {m["channel"] for m in messages} == {"sms", "email", "viber"}
+    assert sum(m["windows"] is not None for m in messages) > 200
 
 
 def test_file_below_the_threshold_starts_no_workers(tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,10 +1,10 @@
-"""The phone module's shortcuts (cells that need no cleaning, the cached time-zone choice) give every
-number exactly what the full check gives: the same E.164 number and zone, or the same refusal."""
+"""The phone module's shortcuts (cells that need no cleaning, the number's type as its validity, the
+cached time-zone choice) give every number exactly what phonenumbers' public API gives: the same
+E.164 number and zone, or a refusal."""
 from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,59 +15,37 @@ from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
 from models.settings import get_settings
-from tasks.phones import _is_valid_for_region, _parse, _valid_region, subscriber
+from tasks.phones import _digits, subscriber
 from tasks.windows import zone_for
 
 
 def full_check(value: Any, region: str, account_zone: str, prefix: str | None = None) -> tuple[str, str]:
-    """tasks.phones.subscriber as it was before its shortcuts: every cell cleaned, is_valid_number and
-    time_zones_for_number asked for every number."""
-    if isinstance(value, bool):
-        raise ValueError("is a true/false cell, not a phone number")  # noqa: TRY004 (a bad cell, refused like any other)
-    if isinstance(value, int):
-        value = str(value)
-    elif isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"{value!r} is not a phone number")
-        value = str(int(value))
-    text = "".join(c for c in str(value) if unicodedata.category(c) not in ("Zs", "Cf", "Cc"))
-    if text.lower().startswith("tel:"):
-        text = text[4:]
-    text = re.sub(r"(?:ext\.?|x|доб\.?|#)\d+$", "", text, flags=re.IGNORECASE)
-    scientific = re.fullmatch(r"(\d)(?:[.,](\d+))?[eE]\+?(\d+)", text)
-    if scientific:
-        whole, decimals, exponent = scientific.group(1), scientific.group(2) or "", int(scientific.group(3))
-        if len(decimals) > exponent:
-            raise ValueError(f"{text} is not a whole number")
-        if len(decimals) < exponent:
-            raise ValueError(
-                "was rounded by Excel (scientific notation lost its last digits); format the column as Text and type the full number"
-            )
-        text = whole + decimals
-    elif re.fullmatch(r"\d+\.0+", text):
-        text = text.split(".", 1)[0]
-    else:
-        text = re.sub(r"[()\-./]", "", text)
-    if re.search(r"[^\d+]", text):
-        raise ValueError("contains letters or symbols; write the number in digits")
+    """tasks.phones.subscriber without its shortcuts, with phonenumbers' public API only: the cell
+    cleaned, read in the region and then with + before it, is_valid_number, time_zones_for_number
+    asked for every number."""
+    text = _digits(value)
     if prefix and not text.startswith("+"):
         text = "+" + prefix.strip().lstrip("+") + text.lstrip("0")
-    if region == "RU" and len(text) == 11 and text.startswith("8"):
-        text = "+7" + text[1:]
-    elif re.fullmatch(r"\d{11,15}", text):
-        text = "+" + text
-    number = phonenumbers.parse(text, region)
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError("is not a valid phone number")
-    zone = zone_for(phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone)
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zone
+    readings = [text]
+    if re.fullmatch(r"00[1-9][0-9]{6,14}|[1-9][0-9]{10,14}", text):
+        readings.append("+" + text.removeprefix("00"))
+    for reading in readings:
+        try:
+            number = phonenumbers.parse(reading, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            zone = zone_for(phone_zones.time_zones_for_number(number), phonenumbers.region_code_for_number(number), account_zone)
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164), zone
+    raise ValueError("is not a valid phone number")
 
 
 def outcome(check: Any, *args: Any) -> tuple[str, Any]:
+    """What the check gives: the number and zone, or that it refused (the wording is not compared)."""
     try:
         return "accepted", check(*args)
-    except (ValueError, phonenumbers.NumberParseException) as exc:
-        return type(exc).__name__, str(exc)
+    except ValueError:
+        return "refused", None
 
 
 def example_numbers() -> list[str]:
@@ -95,7 +73,7 @@ def spellings(e164: str) -> list[Any]:
 EXAMPLES = example_numbers()
 
 
-@pytest.mark.parametrize(("region", "account_zone"), [("RU", "Europe/Moscow"), ("US", "America/Chicago"), ("DE", "Asia/Tokyo")])
+@pytest.mark.parametrize(("region", "account_zone"), [("RU", "Europe/Moscow"), ("US", "America/Chicago"), ("DE", "Asia/Tokyo"), ("GB", "Europe/London"), ("BR", "America/Sao_Paulo")])
 def test_every_country_and_number_type_gets_the_full_checks_number_and_zone(region: str, account_zone: str) -> None:
     assert len(EXAMPLES) > 1000
     for e164 in EXAMPLES:
@@ -111,7 +89,7 @@ def test_national_numbers_with_a_prefix_column_get_the_full_checks_result() -> N
 digit_strings = st.text(alphabet="0123456789", min_size=1, max_size=17)
 
 
-@given(st.sampled_from(["", "+", "+7", "7", "8", "+1", "+49", "+86", "+380"]), digit_strings, st.sampled_from(["RU", "US", "KZ"]))
+@given(st.sampled_from(["", "+", "+7", "7", "8", "0", "00", "011", "810", "+1", "+49", "+86", "+380"]), digit_strings, st.sampled_from(["RU", "US", "KZ", "GB", "DE", "IN", "BR"]))
 def test_any_digits_get_the_full_checks_result(head: str, tail: str, region: str) -> None:
     cell = head + tail
     assert outcome(subscriber, cell, region, "Europe/Moscow") == outcome(full_check, cell, region, "Europe/Moscow")
@@ -120,27 +98,6 @@ def test_any_digits_get_the_full_checks_result(head: str, tail: str, region: str
 @given(st.text(alphabet="0123456789+ -()./exEtTl:#\u00a0\u200e٣", max_size=20))
 def test_any_spreadsheet_spelling_gets_the_full_checks_result(cell: str) -> None:
     assert outcome(subscriber, cell, "RU", "Europe/Moscow") == outcome(full_check, cell, "RU", "Europe/Moscow")
-
-
-def test_plus_and_digits_parse_to_what_phonenumbers_parses() -> None:
-    texts = set()
-    for e164 in EXAMPLES:
-        digits = e164[1:]
-        texts.update({e164, f"+{digits[:-1]}", f"+{digits}0", f"+{digits}12345678"})
-    for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
-        # National prefixes (8, 0, 1, 0?15, ...) and leading zeros right after the country code.
-        for rest in ("8", "0", "00", "1", "15", "9", "81234", "0123456789", "8123456789", "1123456789", "9123456789", "15123456"):
-            texts.add(f"+{code}{rest}")
-            texts.add(f"+{code}{rest}4567")
-    assert len(texts) > 8000
-    for text in sorted(texts):
-        for region in ("RU", "US", "IT"):
-            assert outcome(_parse, text, region) == outcome(phonenumbers.parse, text, region), (text, region)
-
-
-@given(st.text(alphabet="0123456789", min_size=1, max_size=22), st.sampled_from(["RU", "US", "GB", "AR", "IT"]))
-def test_any_plus_and_digits_parse_to_what_phonenumbers_parses(digits: str, region: str) -> None:
-    assert outcome(_parse, f"+{digits}", region) == outcome(phonenumbers.parse, f"+{digits}", region)
 
 
 @pytest.fixture
@@ -162,23 +119,3 @@ def test_a_changed_country_zone_table_is_used_at_once(country_zones: Callable[[d
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "America/Denver")
     country_zones({})
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "Europe/Moscow")
-
-
-def test_validity_is_phonenumbers_validity_for_every_kind_of_number() -> None:
-    numbers = []
-    for e164 in EXAMPLES:
-        digits = e164[1:]
-        for text in (e164, f"+{digits[:-1]}", f"+{digits}0", f"+{digits[:-1]}{(int(digits[-1]) + 5) % 10}"):
-            try:
-                numbers.append(phonenumbers.parse(text, None))
-            except phonenumbers.NumberParseException:
-                pass
-    valid = 0
-    for number in numbers:
-        region = phonenumbers.region_code_for_number(number)
-        for asked in {region, "US", "RU", "001", None}:
-            assert _is_valid_for_region(number, asked) == phonenumbers.is_valid_number_for_region(number, asked), (number, asked)
-        is_valid = phonenumbers.is_valid_number(number)
-        assert _valid_region(number) == (region if is_valid else None), number
-        valid += is_valid
-    assert valid > 1000 and len(numbers) - valid > 1000
