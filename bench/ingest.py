@@ -147,7 +147,8 @@ def baseline(path: str, queue: Any) -> None:
 
 def ingest(path: str, queue: Any) -> None:
     home = tempfile.mkdtemp(prefix="notiflow-bench-")
-    os.environ.update(NOTIFLOW_HOME=home, NOTIFLOW_DATABASE_URL=f"sqlite:///{home}/bench.db")
+    # The bench file lives in its cache folder: that is the upload folder task files must come from.
+    os.environ.update(NOTIFLOW_HOME=home, NOTIFLOW_DATABASE_URL=f"sqlite:///{home}/bench.db", NOTIFLOW_UPLOAD_DIR=str(CACHE))
     sys.path.insert(0, str(ROOT))
     import notiflow  # noqa: F401
     from models.params import NotificationTaskParams
