@@ -107,7 +107,8 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
     page.get_by_text("Custom run", exact=True).click()
     page.get_by_text("Task File", exact=True).wait_for()
     field("Task File").fill(str(path))
-    page.get_by_text("str", exact=True).first.click()  # Name: switch from None to a string
+    # Name is a plain text box: typed into at once, no None/str toggle first (issue 11, item 12).
+    assert page.get_by_text("str", exact=True).count() == 0
     field("Name (Optional)").fill(name)
     page.get_by_role("button", name="Submit").click()
     # The UI returns to the deployment's page once the run is created.
