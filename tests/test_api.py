@@ -12,14 +12,15 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from models.tables import Message, StatusEvent
-from tasks.intake import intake
 from models.signing import webhook_secret
+from tasks.intake import intake
 from tests.test_steps import make_task
 
 SANDBOX_WEBHOOK = f"/webhooks/sandbox?secret={webhook_secret('sandbox')}"
 
 
-def test_pushed_delivery_report_updates_the_message_once(api_client: Any, tmp_path: Path, engine: Any) -> None:
+def sent_message_and_its_report(tmp_path: Path, engine: Any) -> tuple[str, dict[str, Any]]:
+    """One message the sandbox carrier took (SENT, with a provider id) and the report saying it was delivered."""
     task_id = make_task(tmp_path, good=1)
     intake.fn(task_id)
     provider_id = f"sbx-{uuid.uuid4().hex}"
@@ -29,11 +30,16 @@ def test_pushed_delivery_report_updates_the_message_once(api_client: Any, tmp_pa
         session.commit()
     report = {"reports": [{"id": provider_id, "ref": "x", "status": "DELIVERED", "description": "delivered",
                            "updated_at": "2026-11-26T10:00:00.000Z"}]}
+    return provider_id, report
+
+
+def test_pushed_delivery_report_updates_the_message_once(api_client: Any, tmp_path: Path, engine: Any) -> None:
+    provider_id, report = sent_message_and_its_report(tmp_path, engine)
     first = api_client.post(SANDBOX_WEBHOOK, json=report).json()
     again = api_client.post(SANDBOX_WEBHOOK, json=report).json()
     assert (first["applied"], again["applied"]) == (1, 0)
     with Session(engine) as session:
-        message = session.scalars(select(Message).where(Message.task_id == task_id)).one()
+        message = session.scalars(select(Message).where(Message.provider_message_id == provider_id)).one()
         events = session.scalars(select(StatusEvent.source).where(StatusEvent.message_id == message.id, StatusEvent.status == "DELIVERED")).all()
     assert message.status == "DELIVERED" and message.delivered_at == datetime(2026, 11, 26, 10, tzinfo=UTC)
     assert events == ["webhook"]

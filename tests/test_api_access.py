@@ -9,14 +9,13 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 from typer.testing import CliRunner
 
@@ -25,8 +24,7 @@ from models.settings import get_settings
 from models.signing import signed_link, webhook_secret
 from models.tables import ApiToken, Message
 from notiflow.cli import app as cli
-from tasks.intake import intake
-from tests.test_steps import make_task
+from tests.test_api import sent_message_and_its_report
 
 # What strangers may reach: short links (recipients), health (monitors) and provider webhooks (their own secret).
 PUBLIC = {"/health", "/s/{code}"}
@@ -86,20 +84,12 @@ def test_a_token_from_the_cli_opens_the_api_until_it_is_revoked(stranger: TestCl
 
 
 def test_a_forged_delivery_report_changes_nothing(stranger: TestClient, tmp_path: Path, engine: Any) -> None:
-    task_id = make_task(tmp_path, good=1)
-    intake.fn(task_id)
-    provider_id = f"sbx-{uuid.uuid4().hex}"
-    with Session(engine) as session:
-        session.execute(update(Message).where(Message.task_id == task_id).values(
-            status="SENT", provider="sandbox", provider_message_id=provider_id, sent_at=datetime.now(UTC)))
-        session.commit()
-    forged = {"reports": [{"id": provider_id, "ref": "x", "status": "DELIVERED", "description": "delivered",
-                           "updated_at": "2026-11-26T10:00:00.000Z"}]}
+    provider_id, forged = sent_message_and_its_report(tmp_path, engine)
     assert stranger.post("/webhooks/sandbox", json=forged).status_code == 401
     assert stranger.post("/webhooks/sandbox?secret=guess", json=forged).status_code == 401
     assert stranger.post(f"/webhooks/sandbox?secret={webhook_secret('telegram')}", json=forged).status_code == 401
     with Session(engine) as session:
-        assert session.scalar(select(Message.status).where(Message.task_id == task_id)) == "SENT"
+        assert session.scalar(select(Message.status).where(Message.provider_message_id == provider_id)) == "SENT"
     assert stranger.post(f"/webhooks/sandbox?secret={webhook_secret('sandbox')}", json=forged).json()["applied"] == 1
 
 
