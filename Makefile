@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+# Two workers per database suite: most of an end-to-end test is waiting (for a window, a poll, a
+# resume), so two overlap on two cores; each worker is its own session with its own server.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: demo test test-sqlite test-postgres stop server install bench clean
 
@@ -32,10 +35,10 @@ test: $(STAMP)
 	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
 
 test-sqlite: $(STAMP)
-	NOTIFLOW_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q
+	NOTIFLOW_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-postgres: $(STAMP)
-	NOTIFLOW_TEST_DATABASE=postgresql NOTIFLOW_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -q
+	NOTIFLOW_TEST_DATABASE=postgresql NOTIFLOW_TEST_POSTGRES_URL=$(PG_URL) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
