@@ -155,7 +155,8 @@ class Message(SQLModel, table=True):
     sent_at: datetime | None = _ts()
     delivered_at: datetime | None = _ts()
     expires_at: datetime | None = _ts()
-    # Every bulk status change stamps its rows with one unique time, so the history can be appended by it.
+    # When the status last changed. Intake still appends its CREATED events by this stamp (one bulk insert);
+    # every later change records its events from the rows its UPDATE returned.
     status_updated_at: datetime | None = _ts(index=True)
 
 
