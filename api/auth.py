@@ -37,7 +37,7 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
 def require_webhook_secret(provider: str) -> Callable[[str], None]:
     """A dependency: the request carries `provider`'s webhook secret in its `secret` query parameter."""
     def check(secret: str = Query(default="", include_in_schema=False)) -> None:
-        if not hmac.compare_digest(secret, webhook_secret(provider)):
+        if not hmac.compare_digest(secret.encode(), webhook_secret(provider).encode()):
             raise HTTPException(status_code=401, detail=f"not a {provider} delivery report: the webhook secret is missing or wrong")
 
     return check

@@ -8,12 +8,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
 from models.settings import get_settings
+
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def server_secret() -> bytes:
@@ -28,8 +32,9 @@ def _stored_secret(path: Path) -> bytes:
     """The secret kept in `path`, generated on first use; every process (API, flow runs) reads the same one."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A draft of its own per call (threads of one process too), written whole before it is linked.
+        draft = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as out:
             out.write(secrets.token_urlsafe(32))
         try:
@@ -38,7 +43,10 @@ def _stored_secret(path: Path) -> bytes:
             pass
         finally:
             draft.unlink()
-    return path.read_text().strip().encode()
+    secret = path.read_text().strip().encode()
+    if not secret:
+        raise RuntimeError(f"the server secret in {path} is empty: delete the file (a new one is made) or set NOTIFLOW_SECRET_KEY")
+    return secret
 
 
 def _signature(path: str, expires: int) -> str:
@@ -53,9 +61,10 @@ def signed_link(path: str) -> str:
 
 
 def signature_valid(path: str, expires: str, signature: str) -> bool:
-    if not expires.isdigit() or int(expires) < time.time():
+    # Query values are anything a stranger types: only plain digits and bytes reach int() and the comparison.
+    if not _EXPIRES.fullmatch(expires) or int(expires) < time.time():
         return False
-    return hmac.compare_digest(signature, _signature(path, int(expires)))
+    return hmac.compare_digest(signature.encode(), _signature(path, int(expires)).encode())
 
 
 def webhook_secret(provider: str) -> str:

@@ -134,6 +134,19 @@ def test_a_cross_site_post_cannot_pause_or_cancel(stranger: TestClient) -> None:
         assert preflight.status_code in (401, 405)
 
 
+@pytest.mark.parametrize("query", [
+    "expires=%C2%B2&signature=x",            # a digit to str.isdigit(), not to int()
+    f"expires={'9' * 5000}&signature=x",     # past Python's int-from-text limit
+    "expires=99999999999&signature=%C3%A9",  # not ASCII: hmac.compare_digest refuses str
+])
+def test_a_garbage_signature_is_refused_not_a_server_error(stranger: TestClient, query: str) -> None:
+    assert stranger.get(f"/tasks/1/report.xlsx?{query}").status_code == 401
+
+
+def test_a_garbage_webhook_secret_is_refused_not_a_server_error(stranger: TestClient) -> None:
+    assert stranger.post("/webhooks/sandbox?secret=%C3%A9", json={"reports": []}).status_code == 401
+
+
 def test_links_in_the_run_artifacts_open_without_a_token_but_only_signed_and_until_they_expire(
     stranger: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
