@@ -63,6 +63,8 @@ def cancel(ref: str) -> str:
         # A running run is stopped by its runner (Cancelling); a waiting or suspended one has no process.
         live = state is not None and state.type in (StateType.RUNNING, StateType.CANCELLING)
         client.set_flow_run_state(run.id, Cancelling() if live else Cancelled(), force=True)
+    # What went out is followed to its final status, then reported; started before the task leaves the
+    # supervisor's view, so a failure here leaves it to the supervisor's next pass.
+    start_tracking(task.id, "cancelled")
     cancelled = cancel_unsent(task.id)
-    start_tracking(task.id, "cancelled")  # what went out is followed to its final status, then reported
     return f"task {task.id} cancelled: {cancelled} unsent messages will never be sent; those sent are still tracked"

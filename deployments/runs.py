@@ -46,10 +46,16 @@ def start_tracking(task_id: int, occasion: str) -> FlowRun:
     task and occasion, however often it is asked (Prefect's idempotency key)."""
     from prefect.deployments import run_deployment
 
-    return run_deployment(
-        TRACK_DELIVERY, parameters={"task_id": task_id}, timeout=0,
-        idempotency_key=f"track-delivery-{task_id}-{occasion}",
-    )
+    try:
+        return run_deployment(
+            TRACK_DELIVERY, parameters={"task_id": task_id}, timeout=0,
+            idempotency_key=f"track-delivery-{task_id}-{occasion}",
+        )
+    except Exception as exc:
+        raise NotiflowError(
+            f"task {task_id}: could not start {TRACK_DELIVERY} ({exc}); its sent messages are not followed "
+            "until it runs: check that `notiflow server` is running"
+        ) from exc
 
 
 def answers(url: str) -> bool:

@@ -62,12 +62,14 @@ def apply_run_state(client: SyncPrefectClient, run: FlowRun, task_id: int, task_
             # campaign must hold until someone resumes or cancels it.
             client.set_flow_run_state(run.id, Suspended(pause_key=state.state_details.pause_key), force=True)
     elif state.type in (StateType.CANCELLING, StateType.CANCELLED):
-        cancelled = cancel_unsent(task_id)
+        # Tracking first: once cancel_unsent has run the task is no longer active, so no later pass
+        # would retry a tracking run that failed to start.
         start_tracking(task_id, "cancelled")
+        cancelled = cancel_unsent(task_id)
         logger.info("task %s: run %s cancelled, %s unsent messages cancelled, tracking the rest", task_id, run.id, cancelled)
     elif state.type in (StateType.FAILED, StateType.CRASHED):
-        mark_failed(task_id, f"flow run {state.name.lower()}: {state.message or ''}".strip(": "))
         start_tracking(task_id, f"{state.type.value.lower()}-{state.id}")
+        mark_failed(task_id, f"flow run {state.name.lower()}: {state.message or ''}".strip(": "))
 
 
 def supervise_forever(stop: threading.Event, interval: float = 1.0) -> None:
