@@ -65,6 +65,9 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     settings = get_settings()
     provider = provider_for(channel)
     with provider:
+        with session_scope() as session:
+            # A process that lost the lease stops here, before it touches a message.
+            renew_lease(session, task_id, owner)
         # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
         settled = reconcile(task_id, channel, provider, owner)
         now = utcnow()

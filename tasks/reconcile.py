@@ -65,17 +65,20 @@ def reconcile(task_id: int, channel: Channel, provider: Provider, owner: str | N
         return _waiting(later, deadline)
     refs = {f"{uid}-{r.id}": r for r in ready}
     may_send = task_state != TaskState.CANCELLED
+    # Every write below also asks that the message is still unanswered and was handed before this pass
+    # began: one handed again meanwhile (by a retried run, or dispatch after a hand-back) is another call's.
+    unanswered = and_(Message.provider_message_id.is_(None), Message.handed_at <= now)
     try:
         answers = provider.lookup(list(refs))
     except LookupUnsupported:
         # The provider can be asked only by sending again with the same key, which a cancelled task must not do.
         if may_send:
-            _hand_back([r.id for r in ready])
+            _hand_back([r.id for r in ready], now)
             return Reconciled(returned=len(ready))
         stale = [r.id for r in ready if r.handed_at <= now - deadline]
         with session_scope() as session:
             closed = transition(
-                session, and_(Message.id.in_(stale), Message.provider_message_id.is_(None)), MessageStatus.ERROR,
+                session, and_(Message.id.in_(stale), unanswered), MessageStatus.ERROR,
                 f"outcome unknown: cancelled during the call, and {provider.name} cannot be asked by reference",
                 "reconcile",
             ) if stale else 0
@@ -94,18 +97,18 @@ def reconcile(task_id: int, channel: Channel, provider: Provider, owner: str | N
     with session_scope() as session:
         if not may_send and lost:
             closed += transition(
-                session, and_(Message.id.in_([r.id for r in lost]), Message.provider_message_id.is_(None)),
+                session, and_(Message.id.in_([r.id for r in lost]), unanswered),
                 MessageStatus.CANCELED, "cancelled by the user; it never reached the provider", "reconcile",
             )
         elif spent:
             closed += transition(
-                session, and_(Message.id.in_(spent), Message.provider_message_id.is_(None)), MessageStatus.ERROR,
+                session, and_(Message.id.in_(spent), unanswered), MessageStatus.ERROR,
                 f"carrier fault after {settings.max_send_attempts} attempts; it never reached the provider", "reconcile",
             )
     retry = [r.id for r in lost if may_send and r.id not in spent] + [
         r.id for r in fresh if may_send and r.attempts < settings.max_send_attempts
     ]
-    _hand_back(retry)
+    _hand_back(retry, now)
     held = later + [r for r in fresh if r.id not in retry]
     result = _waiting(held, deadline)
     return Reconciled(sent=sent, returned=len(retry), closed=closed, waiting=result.waiting, next_at=result.next_at)
@@ -149,14 +152,14 @@ def record_acceptances(
     return sent, refused
 
 
-def _hand_back(message_ids: list[int]) -> None:
+def _hand_back(message_ids: list[int], handed_before: datetime) -> None:
     """The provider surely has not got these: they are plainly unsent again (the next send uses the same key)."""
     if not message_ids:
         return
     with session_scope() as session:
         session.execute(
             update(Message)
-            .where(Message.id.in_(message_ids), Message.provider_message_id.is_(None))
+            .where(Message.id.in_(message_ids), Message.provider_message_id.is_(None), Message.handed_at <= handed_before)
             .values(handed_at=None, handed_by=None)
         )
 
