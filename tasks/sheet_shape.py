@@ -121,7 +121,8 @@ def _first_sheet(archive: zipfile.ZipFile) -> str | None:
     try:
         workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
         relations = ElementTree.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-    except (KeyError, ElementTree.ParseError, zipfile.BadZipFile):
+    # Deflate64 or an encrypted member (NotImplementedError, RuntimeError): left to the capped child's reader.
+    except (KeyError, ElementTree.ParseError, zipfile.BadZipFile, NotImplementedError, RuntimeError):
         return None
     sheet = workbook.find(f"{_MAIN_NS}sheets/{_MAIN_NS}sheet")
     if sheet is None:
@@ -159,6 +160,11 @@ def _scan_sheet(path: Path, archive: zipfile.ZipFile, member: str) -> _Bound:
         raise TaskFileError(
             f"task file {path.name!r} is damaged: its sheet {member} does not match its declared size or checksum ({exc}); "
             "open it in Excel and save it again as .xlsx"
+        ) from exc
+    except (NotImplementedError, RuntimeError) as exc:  # deflate64, or a password on the sheet
+        raise TaskFileError(
+            f"task file {path.name!r} cannot be read: its sheet {member} is compressed or encrypted in a way notiflow "
+            f"does not read ({exc}); open it in Excel and save it again as .xlsx without a password"
         ) from exc
     return scan.bound
 

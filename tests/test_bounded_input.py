@@ -168,6 +168,23 @@ def test_spreadsheet_that_lies_about_its_size_is_refused(tmp_path: Path) -> None
         read_task_file(path)
 
 
+def test_spreadsheet_whose_sheet_is_compressed_as_zip_cannot_read_is_a_clear_error(tmp_path: Path) -> None:
+    path = crafted_xlsx(tmp_path / "deflate64.xlsx", _HEADER + _ROW2)
+    data = bytearray(path.read_bytes())
+    name = b"xl/worksheets/sheet1.xml"
+    # Say the sheet is deflate64 (method 9), which Python's zipfile does not read, in both of its headers.
+    for signature, method_at in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        start = data.find(signature)
+        while start >= 0:
+            name_at = start + (30 if signature == b"PK\x03\x04" else 46)
+            if data[name_at:name_at + len(name)] == name:
+                struct.pack_into("<H", data, start + method_at, 9)
+            start = data.find(signature, start + 4)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TaskFileError, match="compressed or encrypted in a way notiflow does not read"):
+        read_task_file(path)
+
+
 def _validate(path: Path) -> list[ValidRow | list[RowError]]:
     task_file = read_task_file(path)
     return list(validate_rows(task_file.rows, Columns.from_header(task_file.header), region="RU", account_zone="Europe/Moscow",
