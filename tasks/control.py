@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from models.db import session_scope
 from models.history import transition
-from models.status import MessageStatus, TaskState
+from models.status import FINAL_STATUSES, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from tasks.lease import lock_task
 
@@ -61,8 +61,9 @@ def cancel_description(session: Session, task_id: int) -> str:
         select(
             func.count().filter(Message.provider_message_id.is_not(None)),
             func.count().filter(
+                # As tasks.reconcile.in_flight: a refused or spent message (final) is not in flight any more.
                 Message.provider_message_id.is_(None), Message.handed_at.is_not(None),
-                Message.status != MessageStatus.CANCELED.value,
+                Message.status.not_in([s.value for s in FINAL_STATUSES]),
             ),
             func.count().filter(Message.status == MessageStatus.CANCELED.value),
         ).where(Message.task_id == task_id)
