@@ -95,6 +95,3 @@ def task_state(task_id: int) -> TaskState:
     with session_scope() as session:
         return TaskState(session.scalar(select(NotificationTask.state).where(NotificationTask.id == task_id)))
 
-
-def is_cancelled(task_id: int) -> bool:
-    return task_state(task_id) == TaskState.CANCELLED
