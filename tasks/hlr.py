@@ -39,9 +39,9 @@ class PhoneCheckRun:
 def phones_from(args: list[str]) -> list[str]:
     """Phones given on the command line, or read from the phone column of a task file."""
     if len(args) == 1 and Path(args[0]).suffix.lower() in {".xlsx", ".xls", ".csv", ".ods"}:
-        task_file = read_task_file(args[0])
-        position = Columns.from_header(task_file.header).index["phone"]
-        return [text for _n, v in task_file.rows if position < len(v) and (text := cell_text(v[position]))]
+        with read_task_file(args[0]) as task_file:
+            position = Columns.from_header(task_file.header).index["phone"]
+            return [text for _n, v in task_file.rows if position < len(v) and (text := cell_text(v[position]))]
     return [p.strip() for arg in args for p in re.split(r"[,;\n]", arg) if p.strip()]
 
 

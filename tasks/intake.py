@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from tasks.intake_worker import (
     message_store,
     start_worker,
 )
-from tasks.parse import read_task_file
+from tasks.parse import Job, job_rows, job_size, read_task_file
+from tasks.sheet_pieces import forget_pieces
 from tasks.task_file import discard_stored_file
 from tasks.templates import directory
 from tasks.validate import Columns, FirstUnique, RowError
@@ -53,9 +54,8 @@ POOL_MIN_ROWS = 50_000
 # A file this large on disk starts its workers before it is read, so they import while it loads
 # (a million-row .xlsx of 25 MB takes about 5 s to load).
 POOL_EARLY_BYTES = 1 << 20
-# Rows per job sent to a worker, and jobs a worker may have waiting: enough to keep the workers busy
-# while this process stores a chunk, few enough that the rows in flight stay a few megabytes.
-JOB_ROWS = 2000
+# Jobs a worker may have waiting (a job is about 2,000 rows, tasks.parse): enough to keep the workers
+# busy while this process stores a chunk, few enough that the rows in flight stay a few megabytes.
 JOBS_AHEAD_PER_WORKER = 4
 MAX_WORKERS = 4
 
@@ -107,69 +107,76 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
     """Check every row of the file and store its message or its rejections, a chunk per transaction."""
     settings = get_settings()
     engine = get_engine()
-    task_file = read_task_file(path)
-    columns = Columns.from_header(task_file.header)
-    rules = RowRules(
-        task_id=task_id,
-        columns=columns,
-        region=settings.default_region,
-        account_zone=settings.timezone,
-        default_channel=Channel(channels[0]),
-        default_sender=settings.sms_sender,
-        directory=directory(),
-        prices=settings.prices,
-        smart_encoding=settings.smart_encoding,
-        link_base=settings.public_url or settings.api_url,
-        message_form="sqlite" if (engine.dialect.name, engine.dialect.driver) == ("sqlite", "pysqlite") else "dicts",
-        environment=settings_environment(),
-    )
-    store = message_store(rules.message_form)
-    first = FirstUnique()
-    messages: list[Any] = []
-    rejections: list[RowError] = []
-    links: dict[int, RowLinks] = {}
+    with read_task_file(path) as task_file:
+        columns = Columns.from_header(task_file.header)
+        rules = RowRules(
+            task_id=task_id,
+            columns=columns,
+            region=settings.default_region,
+            account_zone=settings.timezone,
+            default_channel=Channel(channels[0]),
+            default_sender=settings.sms_sender,
+            directory=directory(),
+            prices=settings.prices,
+            smart_encoding=settings.smart_encoding,
+            link_base=settings.public_url or settings.api_url,
+            message_form="sqlite" if (engine.dialect.name, engine.dialect.driver) == ("sqlite", "pysqlite") else "dicts",
+            environment=settings_environment(),
+        )
+        store = message_store(rules.message_form)
+        first = FirstUnique()
+        messages: list[Any] = []
+        rejections: list[RowError] = []
+        links: dict[int, RowLinks] = {}
 
-    def flush() -> None:
-        now = unique_stamp()
-        with session_scope(engine) as session:
-            store.insert(session, messages, now)
-            insert_new(session, Rejection, [_rejection(task_id, e) for e in rejections])
-            _store_short_links(session, task_id, links)
-            log_changes_at(session, now, "intake")
-        messages.clear()
-        rejections.clear()
-        links.clear()
+        def flush() -> None:
+            now = unique_stamp()
+            with session_scope(engine) as session:
+                store.insert(session, messages, now)
+                insert_new(session, Rejection, [_rejection(task_id, e) for e in rejections])
+                _store_short_links(session, task_id, links)
+                log_changes_at(session, now, "intake")
+            messages.clear()
+            rejections.clear()
+            links.clear()
 
-    with _collector_paused(), closing(checked_jobs(task_file.rows, rules, workers)) as jobs:
-        for job in jobs:
-            repeats = set()
-            for index, row, unique_message_id in job.uniques:
-                error = first.duplicate(row, unique_message_id)
-                if error is not None:
-                    repeats.add(index)
-                    rejections.append(error)
-                    job.links.pop(row, None)
-            if repeats:
-                messages.extend(m for i, m in enumerate(job.messages) if i not in repeats)
-            else:  # nearly every job: no per-message step in this process, the busiest one
-                messages.extend(job.messages)
-            rejections.extend(job.rejections)
-            links.update(job.links)
-            if len(messages) + len(rejections) >= CHUNK_ROWS:
+        with _collector_paused(), closing(checked_jobs(task_file.jobs, rules, workers)) as jobs:
+            for job in jobs:
+                repeats = set()
+                for index, row, unique_message_id in job.uniques:
+                    error = first.duplicate(row, unique_message_id)
+                    if error is not None:
+                        repeats.add(index)
+                        rejections.append(error)
+                        job.links.pop(row, None)
+                if repeats:
+                    messages.extend(m for i, m in enumerate(job.messages) if i not in repeats)
+                else:  # nearly every job: no per-message step in this process, the busiest one
+                    messages.extend(job.messages)
+                rejections.extend(job.rejections)
+                links.update(job.links)
+                if len(messages) + len(rejections) >= CHUNK_ROWS:
+                    flush()
+            if messages or rejections:
                 flush()
-        if messages or rejections:
-            flush()
-    return columns
+        return columns
 
 
-def checked_jobs(rows: Iterator[tuple[int, list[Any]]], rules: RowRules, workers: Workers) -> Iterator[CheckedJob]:
+def checked_jobs(jobs: Iterator[Job], rules: RowRules, workers: Workers) -> Iterator[CheckedJob]:
     """Every row checked, a job at a time in row order: here for a small file, by the worker processes for a large one."""
-    ahead = list(islice(rows, POOL_MIN_ROWS))
-    jobs = _jobs(chain(ahead, rows))
-    if len(ahead) < POOL_MIN_ROWS or workers.count < 2:
+    ahead: list[Job] = []
+    rows_ahead = 0
+    for job in jobs:
+        ahead.append(job)
+        rows_ahead += job_size(job)
+        if rows_ahead >= POOL_MIN_ROWS:
+            break
+    jobs = chain(ahead, jobs)
+    if rows_ahead < POOL_MIN_ROWS or workers.count < 2:
         for job in jobs:
-            yield check_rows(job, rules)
+            yield check_rows(job_rows(job), rules)
         return
+    forget_pieces()  # the workers read the sheet's pieces from here on, not this process
     pool = workers.start()
     pending: deque[Future[CheckedJob]] = deque()
     for job in jobs:
@@ -205,11 +212,6 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-def _jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[list[tuple[int, list[Any]]]]:
-    while job := list(islice(rows, JOB_ROWS)):
-        yield job
 
 
 def _worker_preload() -> list[str]:

@@ -31,6 +31,7 @@ from models.settings import get_settings, settings_environment
 from models.status import Channel, MessageStatus
 from models.tables import Message
 from tasks.cost import fee
+from tasks.parse import Job, job_rows
 from tasks.segment import count, segment
 from tasks.shortlinks import shorten
 from tasks.validate import Columns, Directory, RowError, ValidRow, validate_rows
@@ -211,14 +212,14 @@ def start_worker() -> None:
         threading.Thread(target=_exit_with, args=(parent.sentinel,), name="watch intake process", daemon=True).start()
 
 
-def check_in_worker(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob:
+def check_in_worker(job: Job, rules: RowRules) -> CheckedJob:
     global _jobs_since_collection
     _use_environment(rules.environment)
     _jobs_since_collection += 1
     if _jobs_since_collection >= 50:
         gc.collect()
         _jobs_since_collection = 0
-    return check_rows(rows, rules)
+    return check_rows(job_rows(job), rules)
 
 
 _jobs_since_collection = 0

@@ -3,22 +3,34 @@ from __future__ import annotations
 
 import codecs
 import csv
+import logging
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import count
+from itertools import chain, count, islice
 from pathlib import Path
 from typing import Any
 
 from python_calamine import CalamineWorkbook
 
 from models.errors import TaskFileError
-from tasks.sheet_shape import check_sheet_shape
+from tasks.sheet_pieces import SheetPiece, SplitSheet, split_sheet
+from tasks.sheet_shape import check_sheet_shape, first_sheet
+
+logger = logging.getLogger(__name__)
 
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 # The longest CSV cell (characters): a longer one refuses its row, naming the column.
 MAX_CSV_CELL = 128 * 1024
 _CSV_CHUNK = 1 << 20
+# Rows per job of a file read row by row (CSV, .xls, .ods, an unusual .xlsx); an .xlsx sheet comes in
+# pieces of its XML of about as many rows (tasks.sheet_pieces).
+ROWS_PER_JOB = 2000
+
+Rows = list[tuple[int, list[Any]]]
+# A job of rows: read already, or a piece of a sheet read where it is checked (a worker process).
+Job = Rows | SheetPiece
 
 
 class OversizedCell:
@@ -39,52 +51,123 @@ class OversizedRow(list):  # type: ignore[type-arg]
 
 @dataclass
 class TaskFile:
-    """The header (row 1) and an iterator of (Excel row number, cell values) for the rows below it."""
+    """The header (row 1) and the rows below it, in jobs of rows in row order; `close` when done with them."""
 
     header: list[str]
-    rows: Iterator[tuple[int, list[Any]]]
+    jobs: Iterator[Job]
+    split: SplitSheet | None = None
+
+    @property
+    def rows(self) -> Iterator[tuple[int, list[Any]]]:
+        """(Excel row number, cell values) of each row below the header, read here."""
+        return chain.from_iterable(map(job_rows, self.jobs))
+
+    def close(self) -> None:
+        """Remove the sheet's pieces, if it was cut into pieces."""
+        if self.split is not None:
+            self.split.close()
+
+    def __enter__(self) -> TaskFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def job_rows(job: Job) -> Rows:
+    """The job's rows, reading them when it is a piece of a sheet."""
+    return job if isinstance(job, list) else read_piece(job)
+
+
+def job_size(job: Job) -> int:
+    """How many rows a job holds (a piece's rows counted, not read)."""
+    return len(job) if isinstance(job, list) else job.count()
+
+
+def read_piece(piece: SheetPiece) -> Rows:
+    try:
+        return piece.rows()
+    except Exception as exc:  # calamine raises many types for damaged XML
+        raise TaskFileError(
+            f"task file {piece.source!r} cannot be read from row {piece.first_row:,} on ({exc}); "
+            "open it in Excel, save it again as .xlsx and retry"
+        ) from exc
 
 
 def read_task_file(path: str | Path) -> TaskFile:
+    """The task file's header and rows; close it when done (see TaskFile.close)."""
     path = Path(path)
     if not path.is_file():
         raise TaskFileError(f"task file {str(path)!r} does not exist: give the path of an .xlsx, .xls or .csv file")
     suffix = path.suffix.lower()
+    split = None
     if suffix in EXCEL_SUFFIXES:
-        rows = _excel_rows(path)
+        split = _split(path) if suffix in (".xlsx", ".xlsm") else None
+        if split is None:
+            check_sheet_shape(path)
+        jobs: Iterator[Job] = iter(split.pieces) if split is not None else _row_jobs(_excel_rows(path))
     elif suffix == ".csv":
-        rows = _csv_rows(path)
+        jobs = _row_jobs(_csv_rows(path))
     else:
         raise TaskFileError(f"task file {path.name!r}: {suffix or 'no extension'} is not a task file; use .xlsx, .xls or .csv")
     try:
-        first = next(rows, None)
-    except TaskFileError:
+        return _with_header(path, jobs, split)
+    except BaseException:
+        if split is not None:
+            split.close()
         raise
-    except Exception as exc:  # calamine and csv raise many types for a damaged file
-        raise TaskFileError(f"task file {path.name!r} cannot be read ({exc}); save it again as .xlsx and retry") from exc
-    while first is not None and not any(_filled(v) for v in first[1]):
-        first = next(rows, None)
-    if first is None:
-        raise TaskFileError(f"task file {path.name!r} is empty: put the column names in row 1 and one message per row below")
-    header = [str(v).strip() if _filled(v) else "" for v in first[1]]
-    return TaskFile(header=header, rows=rows)
+
+
+def _with_header(path: Path, jobs: Iterator[Job], split: SplitSheet | None) -> TaskFile:
+    """The task file with its header: the first row with a filled cell."""
+    for job in jobs:
+        try:
+            rows = job_rows(job)
+        except TaskFileError:
+            raise
+        except Exception as exc:  # calamine and csv raise many types for a damaged file
+            raise TaskFileError(f"task file {path.name!r} cannot be read ({exc}); save it again as .xlsx and retry") from exc
+        for position, (_number, values) in enumerate(rows):
+            if any(_filled(v) for v in values):
+                header = [str(v).strip() if _filled(v) else "" for v in values]
+                rest = rows[position + 1:]
+                return TaskFile(header=header, jobs=chain([rest], jobs) if rest else jobs, split=split)
+    raise TaskFileError(f"task file {path.name!r} is empty: put the column names in row 1 and one message per row below")
 
 
 def _filled(value: Any) -> bool:
     return value is not None and not (isinstance(value, str) and not value.strip())
 
 
+def _row_jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[Job]:
+    while job := list(islice(rows, ROWS_PER_JOB)):
+        yield job
+
+
+def _split(path: Path) -> SplitSheet | None:
+    """The sheet cut into pieces, its shape checked, or None when it must be read whole (see tasks.sheet_pieces):
+    a damaged file is then refused by check_sheet_shape or calamine, saying what is wrong with it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = first_sheet(archive)
+        return split_sheet(path, member) if member is not None else None
+    except (zipfile.BadZipFile, EOFError, KeyError, NotImplementedError, RuntimeError):
+        return None
+    except OSError as exc:  # no room for the pieces, say: reading whole needs memory instead
+        logger.warning("task file %r is read whole, not in pieces: %s", path.name, exc)
+        return None
+
+
 def _excel_rows(path: Path) -> Iterator[tuple[int, list[Any]]]:
-    check_sheet_shape(path)
     try:
         workbook = CalamineWorkbook.from_path(str(path))
         sheet = workbook.get_sheet_by_index(0)
     except Exception as exc:
         raise TaskFileError(f"task file {path.name!r} is not a readable spreadsheet ({exc}); save it again as .xlsx and retry") from exc
-    # calamine starts at the first used cell; keep the Excel row numbers users see. Each row is a new
-    # list already, numbered here without a Python step per row (a million-row file has a million).
-    first_row = (sheet.start or (0, 0))[0] + 1
-    return zip(count(first_row), sheet.iter_rows())
+    # iter_rows starts at row 1 (empty rows before the first filled cell included), so its rows are
+    # numbered as users see them in Excel. Each row is a new list already, numbered here without a
+    # Python step per row (a million-row file has a million).
+    return zip(count(1), sheet.iter_rows())
 
 
 def csv_encoding(path: Path) -> str:

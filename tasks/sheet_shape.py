@@ -47,6 +47,8 @@ _MIN_CELL_XML = 16
 # or three-letter reference, or a namespace prefix. calamine reads them all, so a sheet with one is
 # measured in the child instead.
 _ODD_CELLS = (re.compile(rb'<c(?:[\t\n\r/>]| (?!r="[A-Z]{1,2}[0-9]))'), re.compile(rb':c[\s/>]'))
+# Any of the odd cells, a two-letter column or a seven-digit row, in one search.
+_UNUSUAL = re.compile(rb'<c(?:[\t\n\r/>]| (?!r="[A-Z]{1,2}[0-9])| r="(?:[A-Z][A-Z]|[A-Z][0-9]{7}))')
 # The widest column and the longest row number the cell references reach, searched widest first; most
 # sheets have no two-letter column, which one search tells.
 _TWO_LETTERS = re.compile(rb'<c r="[A-Z][A-Z][0-9]')
@@ -92,11 +94,37 @@ def check_sheet_shape(path: Path) -> None:
         if archive is not None:
             with archive:
                 _refuse_zip_bomb(path, archive, allowed)
-                member = _first_sheet(archive)
+                member = first_sheet(archive)
                 bound = _scan_sheet(path, archive, member) if member is not None else None
             if bound is not None and bound.regular and bound.memory() <= allowed:
                 return
     _measure_in_child(path, allowed)
+
+
+class SheetShape:
+    """check_sheet_shape for a reader that streams the sheet's XML itself (tasks.sheet_pieces): it feeds
+    each chunk here as it reads, and calls `check` before any cell is read."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile, member: str):
+        self.path, self.allowed = path, budget(path.stat().st_size)
+        _refuse_zip_bomb(path, archive, self.allowed)
+        self._scan = _Scan(_Bound(cells=archive.getinfo(member).file_size // _MIN_CELL_XML))
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        # A tag cut by the chunk boundary is searched whole with the next chunk.
+        window = self._tail + chunk
+        cut = window.rfind(b"<", max(0, len(window) - 64))
+        end = cut if cut > 0 else len(window)
+        self._scan.search(window, end)
+        self._tail = window[end:]
+
+    def check(self) -> None:
+        """Raise TaskFileError when the sheet fed would need more memory to read than the file's size warrants."""
+        self._scan.search(self._tail, len(self._tail))
+        bound = self._scan.bound
+        if not (bound.regular and bound.memory() <= self.allowed):
+            _measure_in_child(self.path, self.allowed)
 
 
 def _refuse_zip_bomb(path: Path, archive: zipfile.ZipFile, allowed: int) -> None:
@@ -116,7 +144,7 @@ def _refuse_zip_bomb(path: Path, archive: zipfile.ZipFile, allowed: int) -> None
         )
 
 
-def _first_sheet(archive: zipfile.ZipFile) -> str | None:
+def first_sheet(archive: zipfile.ZipFile) -> str | None:
     """The zip member of the workbook's first sheet (the one the reader reads)."""
     try:
         workbook = ElementTree.fromstring(archive.read("xl/workbook.xml"))
@@ -179,6 +207,12 @@ class _Scan:
 
     def search(self, window: bytes, end: int) -> None:
         bound = self.bound
+        if bound.regular and not _UNUSUAL.search(window, 0, end) and not _ODD_CELLS[1].search(window, 0, end):
+            # Nearly every window: regular cells of one-letter columns and rows below 1,000,000, found in
+            # one pass; only the row bound may still grow.
+            if self.rows and bound.rows < 1_000_000:
+                bound.rows = max(bound.rows, _widest(self.rows, window, end))
+            return
         bound.regular = bound.regular and not any(odd.search(window, 0, end) for odd in _ODD_CELLS)
         if self.columns and _TWO_LETTERS.search(window, 0, end):
             bound.columns = max(bound.columns, _widest(self.columns, window, end))

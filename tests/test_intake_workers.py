@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from python_calamine import CalamineWorkbook
 from sqlalchemy import select
 from sqlmodel import Session
 
 import bench.ingest as ingest_bench
 import tasks.intake as intake_module
+import tasks.sheet_pieces as sheet_pieces
 from models.db import insert_new, session_scope
 from models.tables import Message, Rejection, ShortLink
 from tasks.intake import intake
 from tasks.intake_worker import MessageStore, check_in_worker
-from tests.files import phones, write_xlsx
+from tests.files import phones, with_shared_strings, write_xlsx
 from tests.test_steps import make_task_from
 
 # Differ between any two tasks (ids, stamps) or between any two runs (short-link codes are random).
@@ -72,7 +74,7 @@ def test_file_checked_by_workers_is_stored_as_when_checked_in_one_process(
     assert intake.fn(here) == intake_module.IntakeResult(accepted=395, rejected=4, unknown_columns=[])
 
     monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
-    monkeypatch.setattr(intake_module, "JOB_ROWS", 37)
+    monkeypatch.setattr(sheet_pieces, "PIECE_BYTES", 37 * 100)
     monkeypatch.setattr(intake_module, "CHUNK_ROWS", 90)
     monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
     started = []
@@ -104,7 +106,7 @@ def test_a_realistic_file_is_stored_by_the_workers_as_in_one_process(
     assert (in_one.accepted, in_one.rejected) == (788, 12)
 
     monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
-    monkeypatch.setattr(intake_module, "JOB_ROWS", 53)
+    monkeypatch.setattr(sheet_pieces, "PIECE_BYTES", 53 * 100)
     monkeypatch.setattr(intake_module, "CHUNK_ROWS", 120)
     monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
     by_workers = make_task_from(path)
@@ -113,6 +115,36 @@ def test_a_realistic_file_is_stored_by_the_workers_as_in_one_process(
     messages, rejections, _links = stored(engine, by_workers)
     assert {m["channel"] for m in messages} == {"sms", "email", "viber"}
     assert sum(m["windows"] is not None for m in messages) > 200
+
+
+def test_workers_read_the_pieces_of_an_excel_file_and_this_process_only_its_header(
+    tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sheet as Excel saves it (texts in the shared-strings table), cut into pieces: the intake process
+    reads the header from a workbook with only the texts it needs; the workers read every piece."""
+    inline = write_xlsx(tmp_path / "inline.xlsx", ingest_bench.HEADER, [ingest_bench._row(i) for i in range(800)])
+    path = with_shared_strings(inline, tmp_path / "excel.xlsx")
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 1_000_000)
+    here = make_task_from(inline)
+    in_one = intake.fn(here)
+
+    opened: list[Path] = []
+
+    class Recording:
+        @staticmethod
+        def from_path(workbook: str) -> Any:
+            opened.append(Path(workbook))
+            return CalamineWorkbook.from_path(workbook)
+
+    monkeypatch.setattr(sheet_pieces, "CalamineWorkbook", Recording)
+    monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
+    monkeypatch.setattr(sheet_pieces, "PIECE_BYTES", 4000)
+    monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
+    by_workers = make_task_from(path)
+    assert intake.fn(by_workers) == in_one
+    assert {path.name for path in opened} == {"first.xlsx"}
+    assert stored(engine, by_workers) == stored(engine, here)
+    assert not opened[0].parent.exists(), "the pieces outlive the intake"
 
 
 def test_file_below_the_threshold_starts_no_workers(tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -232,7 +264,7 @@ def test_workers_check_with_the_settings_of_the_intake_that_sends_them_rows(
     from models.settings import get_settings
 
     monkeypatch.setattr(intake_module, "POOL_MIN_ROWS", 100)
-    monkeypatch.setattr(intake_module, "JOB_ROWS", 50)
+    monkeypatch.setattr(sheet_pieces, "PIECE_BYTES", 50 * 100)
     monkeypatch.setattr(intake_module, "_cpus", lambda: 2)
     monkeypatch.delenv("NOTIFLOW_STRICT_LOCAL_TIME", raising=False)
     get_settings.cache_clear()
