@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -35,6 +36,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def json_text(value: Any) -> str:
+    """A JSON column's value as stored: orjson writes it in a sixth of json.dumps' time (the intake writes two
+    per message), without spaces and with non-ASCII text kept."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 @lru_cache
 def get_engine(url: str | None = None) -> Engine:
     """The engine for `url` (default: the settings'), migrated to the newest schema."""
@@ -43,10 +50,10 @@ def get_engine(url: str | None = None) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=json_text)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, json_serializer=json_text)
     migrate(engine)
     return engine
 
