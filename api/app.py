@@ -21,9 +21,9 @@ from models.settings import get_settings
 from models.tables import Message, NotificationTask, ShortLink
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxCarrier
-from tasks import task_file
-from tasks.funnel import funnel_svg
-from tasks.track import apply_reports
+from tasks.delivery.track import apply_reports
+from tasks.intake import task_file
+from tasks.reporting.funnel import funnel_svg
 
 
 @asynccontextmanager
@@ -97,7 +97,7 @@ def report_file(name: str) -> FileResponse:
 @protected.get("/task-templates")
 def task_templates() -> list[dict[str, Any]]:
     """The downloadable Excel task templates, with where to get each."""
-    from tasks.task_templates import TASK_TEMPLATES
+    from tasks.intake.task_templates import TASK_TEMPLATES
 
     return [{"title": t.title, "purpose": t.purpose, "file": t.file, "url": f"/task-templates/{t.file}", "columns": list(t.columns)}
             for t in TASK_TEMPLATES]
@@ -106,7 +106,7 @@ def task_templates() -> list[dict[str, Any]]:
 @protected.get("/task-templates/{file}")
 def task_template(file: str) -> Response:
     """One Excel task template: its columns, an example row, and a sheet describing each column."""
-    from tasks.task_templates import BY_FILE, workbook_bytes
+    from tasks.intake.task_templates import BY_FILE, workbook_bytes
 
     template = BY_FILE.get(file)
     if template is None:

@@ -13,7 +13,7 @@ from models.errors import (
 )
 from models.tables import Sender
 from models.template_schema import SenderIn, TemplateIn, TemplateOut
-from tasks import templates
+from tasks.compose import templates
 
 router = APIRouter(tags=["templates"])
 

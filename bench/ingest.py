@@ -167,8 +167,8 @@ def ingest(path: str, queue: Any) -> None:
     sys.path.insert(0, str(ROOT))
     import notiflow  # noqa: F401
     from models.params import NotificationTaskParams
-    from tasks.intake import intake
-    from tasks.lifecycle import open_task
+    from tasks.control.lifecycle import open_task
+    from tasks.intake.intake import intake
 
     task_id = open_task.fn(NotificationTaskParams(task_file=path), str(uuid.uuid4()))
     started = time.perf_counter()

@@ -12,7 +12,7 @@ from models.db import session_scope
 from models.errors import NotiflowError, TaskNotFound
 from models.tables import NotificationTask
 from deployments.runs import start_tracking
-from tasks.control import cancel_unsent, hold_unsent
+from tasks.control.control import cancel_unsent, hold_unsent
 
 
 def find_task(ref: str) -> NotificationTask:

@@ -22,16 +22,16 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import Channel, TaskState
 from models.tables import utcnow
-from tasks.channels import open_channels
-from tasks.dispatch import DispatchResult, dispatch
-from tasks.intake import intake
-from tasks.lease import new_owner, release_lease, take_lease
-from tasks.control import hold_unsent
-from tasks.lifecycle import open_task, set_state, task_state
-from tasks.poll import PollResult, poll
-from tasks.progress import publish_progress, publish_summary
-from tasks.report import build_report
-from tasks.schedule import schedule
+from tasks.control.control import hold_unsent
+from tasks.control.lifecycle import open_task, set_state, task_state
+from tasks.delivery.channels import open_channels
+from tasks.delivery.dispatch import DispatchResult, dispatch
+from tasks.delivery.lease import new_owner, release_lease, take_lease
+from tasks.delivery.poll import PollResult, poll
+from tasks.intake.intake import intake
+from tasks.reporting.progress import publish_progress, publish_summary
+from tasks.reporting.report import build_report
+from tasks.schedule.schedule import schedule
 
 
 class CampaignSummary(BaseModel):

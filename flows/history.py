@@ -12,8 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from models.params import HistoryFilter
 from models.settings import get_settings
 from models.signing import signed_link
-from tasks.markdown import code_span, escape
-from tasks.history import HistoryExport, export_history
+from tasks.reporting.history import HistoryExport, export_history
+from tasks.reporting.markdown import code_span, escape
 
 Period = Literal["previous-day", "previous-month", "current-month", "custom"]
 

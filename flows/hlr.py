@@ -6,7 +6,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.hlr import PhoneCheckRun, check_phones, phones_from
+from tasks.delivery.hlr import PhoneCheckRun, check_phones, phones_from
 
 
 @task(name="check phones", cache_policy=NO_CACHE)

@@ -6,8 +6,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 
 from models.params import NotificationTaskParams, SendNotificationParams
-from tasks.markdown import escape
-from tasks.quick_send import write_send_file
+from tasks.intake.quick_send import write_send_file
+from tasks.reporting.markdown import escape
 
 NOTIFICATION_TASK = "notification-task/notification-task"
 

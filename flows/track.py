@@ -12,12 +12,12 @@ from prefect import flow, get_run_logger
 
 from flows.wait import local_time, wait_until
 from models.tables import utcnow
-from tasks.channels import open_channels
-from tasks.control import describe_cancelled
-from tasks.poll import poll
-from tasks.progress import publish_progress, publish_summary
-from tasks.reconcile import reconcile_channel
-from tasks.report import build_report
+from tasks.control.control import describe_cancelled
+from tasks.delivery.channels import open_channels
+from tasks.delivery.poll import poll
+from tasks.delivery.reconcile import reconcile_channel
+from tasks.reporting.progress import publish_progress, publish_summary
+from tasks.reporting.report import build_report
 
 # How long to wait before asking a provider again that failed to answer a lookup or a poll.
 RETRY_SECONDS = 5.0

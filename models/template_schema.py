@@ -1,9 +1,9 @@
 """Templates as pydantic models (spec §1): one configuration per channel, checked before a template is stored.
 
-Sending windows are checked here too, with the same grammar as `tasks.windows.parse_windows`
+Sending windows are checked here too, with the same grammar as `tasks.schedule.windows.parse_windows`
 ("HH:MM-HH:MM", seconds optional, 24:00 ends a day, ranges must not overlap), because `models/`
 imports nothing else of notiflow; an empty list means "use the notification task's windows".
-Whether a sender is registered needs the database, so `tasks.templates` checks that.
+Whether a sender is registered needs the database, so `tasks.compose.templates` checks that.
 """
 from __future__ import annotations
 

@@ -42,8 +42,8 @@ def run(
     """Create a notification task from FILE, run it as a notification-task deployment run, follow it."""
     from deployments.runs import start_run, ui_url
     from notiflow.follow import follow, summary
-    from tasks.task_file import uploaded
-    from tasks.windows import parse_windows
+    from tasks.intake.task_file import uploaded
+    from tasks.schedule.windows import parse_windows
 
     if not file.is_file():
         raise NotiflowError(f"task file {str(file)!r} does not exist")
@@ -77,7 +77,7 @@ def check(
     as_json: Annotated[bool, typer.Option("--json", help="Print every row's plan as JSON")] = False,
 ) -> None:
     """Validate and plan FILE without storing or sending anything."""
-    from tasks.check import check_file
+    from tasks.intake.check import check_file
 
     moment = None
     if now:
@@ -112,7 +112,7 @@ def templates_xlsx(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Write the downloadable Excel task templates (SMS, sponsored, chat sessions, WhatsApp, universal, full list)."""
-    from tasks.task_templates import TASK_TEMPLATES, write_templates
+    from tasks.intake.task_templates import TASK_TEMPLATES, write_templates
 
     paths = write_templates(folder)
     if as_json:
@@ -132,7 +132,7 @@ def segments(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """How TEXT is encoded and into how many SMS parts it splits."""
-    from tasks.segment import segment
+    from tasks.compose.segment import segment
 
     result = segment(text, smart=get_settings().smart_encoding if smart is None else smart)
     data = {"encoding": result.encoding, "parts": result.part_count, "units": result.units}
@@ -250,7 +250,7 @@ def history(
     from pydantic import ValidationError
 
     from models.params import HistoryFilter
-    from tasks.history import export_history
+    from tasks.reporting.history import export_history
 
     try:
         filters = HistoryFilter(since=since, until=until, channel=channel, status=status.upper() if status else None,
@@ -271,7 +271,7 @@ def history(
 @app.command()
 def reports(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The reports folder: task reports and history exports, newest first."""
-    from tasks.history import list_reports
+    from tasks.reporting.history import list_reports
 
     files = list_reports()
     if as_json:
@@ -291,7 +291,7 @@ def hlr(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check whether numbers are live and reachable (HLR); results are stored for `notiflow checks`."""
-    from tasks.hlr import check_phones, phones_from
+    from tasks.delivery.hlr import check_phones, phones_from
 
     result = check_phones(phones_from(phones))
     if as_json:
@@ -319,7 +319,7 @@ def checks(
     """Stored phone checks, by phone fragment and period; --export writes the spec's Excel file."""
     from datetime import date
 
-    from tasks.hlr import export_checks, find_checks
+    from tasks.delivery.hlr import export_checks, find_checks
 
     try:
         first, last = (date.fromisoformat(since) if since else None), (date.fromisoformat(until) if until else None)

@@ -23,7 +23,7 @@ from models.db import session_scope
 from models.status import TaskState
 from models.tables import NotificationTask
 from deployments.runs import start_tracking
-from tasks.control import cancel_unsent, hold_unsent, mark_failed
+from tasks.control.control import cancel_unsent, hold_unsent, mark_failed
 
 logger = logging.getLogger("notiflow.supervisor")
 

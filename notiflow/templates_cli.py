@@ -70,7 +70,7 @@ def _print_template(view: dict[str, Any]) -> None:
 def create(file: Annotated[Path, typer.Argument(help="The template as .yaml, .yml or .json")],
            as_json: Annotated[bool, typer.Option("--json", help="Print the stored template as JSON")] = False) -> None:
     """Store the template FILE describes (name, windows, channels)."""
-    from tasks.templates import create_template
+    from tasks.compose.templates import create_template
 
     view = _view(create_template(read_template_file(file)))
     if as_json:
@@ -84,7 +84,7 @@ def update(template_id: Annotated[int, typer.Argument(metavar="ID", help="Templa
            file: Annotated[Path, typer.Argument(help="The new template as .yaml, .yml or .json")],
            as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Replace template ID with what FILE describes."""
-    from tasks.templates import update_template
+    from tasks.compose.templates import update_template
 
     view = _view(update_template(template_id, read_template_file(file)))
     if as_json:
@@ -97,7 +97,7 @@ def update(template_id: Annotated[int, typer.Argument(metavar="ID", help="Templa
 def list_templates(search: Annotated[Optional[str], typer.Option(help="Full id or any part of the name")] = None,
                    as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Stored templates, oldest first."""
-    from tasks.templates import search_templates
+    from tasks.compose.templates import search_templates
 
     views = [_view(t) for t in search_templates(search)]
     if as_json:
@@ -117,7 +117,7 @@ def list_templates(search: Annotated[Optional[str], typer.Option(help="Full id o
 def show(template_id: Annotated[int, typer.Argument(metavar="ID", help="Template id")],
          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """One template with every channel's settings."""
-    from tasks.templates import get_template
+    from tasks.compose.templates import get_template
 
     view = _view(get_template(template_id))
     if as_json:
@@ -129,7 +129,7 @@ def show(template_id: Annotated[int, typer.Argument(metavar="ID", help="Template
 @template_app.command("delete")
 def delete(template_id: Annotated[int, typer.Argument(metavar="ID", help="Template id")]) -> None:
     """Delete template ID."""
-    from tasks.templates import delete_template
+    from tasks.compose.templates import delete_template
 
     delete_template(template_id)
     out.print(f"template {template_id} deleted")
@@ -139,7 +139,7 @@ def delete(template_id: Annotated[int, typer.Argument(metavar="ID", help="Templa
 def add(name: Annotated[str, typer.Argument(help="Sender name as recipients see it")],
         channel: Annotated[str, typer.Option(help="sms, email, push, viber, whatsapp, telegram, vk, ok or chat")]) -> None:
     """Register sender NAME for one channel."""
-    from tasks.templates import register_sender
+    from tasks.compose.templates import register_sender
 
     sender = register_sender(name, channel)
     out.print(f'sender "{sender.name}" registered for {sender.channel}', markup=False, highlight=False)
@@ -149,7 +149,7 @@ def add(name: Annotated[str, typer.Argument(help="Sender name as recipients see 
 def list_senders_command(channel: Annotated[Optional[str], typer.Option(help="Only this channel's senders")] = None,
                          as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Registered senders by channel."""
-    from tasks.templates import list_senders
+    from tasks.compose.templates import list_senders
 
     views = [_sender_view(s) for s in list_senders(channel)]
     if as_json:

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from models.tables import Message, StatusEvent
 from models.signing import webhook_secret
-from tasks.intake import intake
+from tasks.intake.intake import intake
 from tests.test_steps import make_task
 
 SANDBOX_WEBHOOK = f"/webhooks/sandbox?secret={webhook_secret('sandbox')}"

@@ -29,10 +29,10 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import Channel
 from models.tables import Message, Rejection
-from tasks.intake import intake
-from tasks.lifecycle import open_task
-from tasks.parse import MAX_CSV_CELL, read_task_file
-from tasks.validate import Columns, RowError, ValidRow, validate_rows
+from tasks.control.lifecycle import open_task
+from tasks.intake.intake import intake
+from tasks.intake.parse import MAX_CSV_CELL, read_task_file
+from tasks.intake.validate import Columns, RowError, ValidRow, validate_rows
 from tests.files import write_xlsx
 
 _CONTENT_TYPES = (
@@ -81,7 +81,7 @@ def read_capped(path: Path) -> dict[str, Any]:
         import json, resource, sys
         resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
         from models.errors import TaskFileError
-        from tasks.parse import read_task_file
+        from tasks.intake.parse import read_task_file
         try:
             task_file = read_task_file(sys.argv[1])
             print(json.dumps({"header": task_file.header, "rows": [[n, list(r)] for n, r in task_file.rows]}, default=str))

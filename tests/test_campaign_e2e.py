@@ -24,7 +24,7 @@ from models.params import NotificationTaskParams
 from models.status import Channel
 from models.tables import Message, NotificationTask, StatusEvent
 from notiflow.follow import follow, summary
-from tasks.report import MESSAGE_COLUMNS
+from tasks.reporting.report import MESSAGE_COLUMNS
 from tests.files import EVERY_CHANNEL_HEADER, channel_rows, phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 

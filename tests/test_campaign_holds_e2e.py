@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, StatusEvent
-from tasks.control import hold_unsent
+from tasks.control.control import hold_unsent
 from tests.sandbox_fixtures import wait_until
 from tests.test_campaign_controls_e2e import SIZE, Campaign, notiflow
 

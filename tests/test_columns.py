@@ -16,10 +16,10 @@ from sqlmodel import Session
 
 from models.status import Channel
 from models.tables import Message, Rejection
-from tasks.columns import ALIASES, BY_NAME, COLUMNS, parse_bool
-from tasks.intake import intake
-from tasks.phones import clean_phone
-from tasks.validate import Columns, RowError, ValidRow, keep_first_unique, normalise_header, validate_rows
+from tasks.intake.columns import ALIASES, BY_NAME, COLUMNS, parse_bool
+from tasks.intake.intake import intake
+from tasks.intake.phones import clean_phone
+from tasks.intake.validate import Columns, RowError, ValidRow, keep_first_unique, normalise_header, validate_rows
 from tests.files import phones, write_xlsx
 from tests.test_steps import make_task_from
 

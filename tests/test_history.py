@@ -19,9 +19,9 @@ from sqlmodel import Session
 from flows.history import period_dates
 from models.params import HistoryFilter
 from models.tables import Message
-from tasks.history import export_history, period
-from tasks.intake import intake
-from tasks.workbook import MESSAGE_COLUMNS
+from tasks.intake.intake import intake
+from tasks.reporting.history import export_history, period
+from tasks.reporting.workbook import MESSAGE_COLUMNS
 from tests.sandbox_fixtures import wait_until
 from tests.test_steps import make_task
 

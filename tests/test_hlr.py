@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.tables import PhoneCheckResult
-from tasks.hlr import CHECK_COLUMNS, phones_from
+from tasks.delivery.hlr import CHECK_COLUMNS, phones_from
 from tests.files import write_xlsx
 from tests.sandbox_fixtures import wait_until
 

@@ -14,8 +14,8 @@ from sqlmodel import Session
 from models.settings import get_settings
 from models.status import Channel
 from models.tables import Message, NotificationTask
-from tasks.control import cancel_unsent, hold_unsent
-from tasks.dispatch import dispatch
+from tasks.control.control import cancel_unsent, hold_unsent
+from tasks.delivery.dispatch import dispatch
 from tests.sandbox_fixtures import wait_until
 from tests.test_steps import carrier_config, carrier_refs, ready_to_send, statuses
 

@@ -20,12 +20,12 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 import bench.ingest as ingest_bench
-import tasks.intake as intake_module
-import tasks.sheet_pieces as sheet_pieces
+import tasks.intake.intake as intake_module
+import tasks.intake.sheet_pieces as sheet_pieces
 from models.db import insert_new, session_scope
 from models.tables import Message, Rejection, ShortLink
-from tasks.intake import intake
-from tasks.intake_worker import MessageStore, check_in_worker
+from tasks.intake.intake import intake
+from tasks.intake.worker import MessageStore, check_in_worker
 from tests.files import phones, with_shared_strings, write_xlsx
 from tests.test_steps import make_task_from
 
@@ -215,7 +215,7 @@ def test_workers_end_when_the_intake_process_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "intake_process.py"
     script.write_text(
         "import os, sys, time\n"
-        "import tasks.intake as intake\n"
+        "import tasks.intake.intake as intake\n"
         "if __name__ == '__main__':\n"
         "    intake._cpus = lambda: 2\n"
         "    pool = intake.Workers().start()\n"
@@ -248,9 +248,9 @@ def _running(pid: int) -> bool:
 
 
 def test_a_worker_imports_what_checking_rows_needs_not_prefect() -> None:
-    # A worker process imports tasks.intake_worker; importing Prefect too would cost each worker seconds.
+    # A worker process imports tasks.intake.worker; importing Prefect too would cost each worker seconds.
     root = Path(__file__).parent.parent
-    code = "import sys, tasks.intake_worker; print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'pandas', 'httpx'}))"
+    code = "import sys, tasks.intake.worker; print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'pandas', 'httpx'}))"
     result = subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
                             capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
@@ -294,7 +294,7 @@ def test_workers_of_a_program_run_as_a_package_module_start_quietly(tmp_path: Pa
     (package / "__init__.py").write_text("")
     (package / "main.py").write_text(
         "import os\n"
-        "import tasks.intake as intake\n"
+        "import tasks.intake.intake as intake\n"
         "if __name__ == '__main__':\n"
         "    intake._cpus = lambda: 2\n"
         "    workers = intake.Workers()\n"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from models.errors import TaskFileError
-from tasks.parse import read_task_file
+from tasks.intake.parse import read_task_file
 from tests.files import write_xlsx
 
 

@@ -11,8 +11,8 @@ from phonenumbers import PhoneMetadata, PhoneNumberFormat, PhoneNumberType
 
 from models.settings import get_settings
 from models.status import Channel
-from tasks.phones import clean_phone, subscriber
-from tasks.validate import Columns, ValidRow, validate_rows
+from tasks.intake.phones import clean_phone, subscriber
+from tasks.intake.validate import Columns, ValidRow, validate_rows
 
 REGIONS = [
     "GB", "DE", "IN", "BR", "KZ", "RU", "US", "CA", "FR", "IT", "ES", "NL", "BE", "CH", "AT", "PL", "SE", "NO", "DK", "FI",
@@ -143,9 +143,9 @@ def test_the_phone_module_uses_only_phonenumbers_public_names() -> None:
     import ast
     import inspect
 
-    import tasks.phones
+    import tasks.intake.phones
 
-    tree = ast.parse(inspect.getsource(tasks.phones))
+    tree = ast.parse(inspect.getsource(tasks.intake.phones))
     private = [
         node.attr for node in ast.walk(tree)
         if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")

@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
 from models.settings import get_settings
-from tasks.phones import _digits, subscriber
-from tasks.windows import zone_for
+from tasks.intake.phones import _digits, subscriber
+from tasks.schedule.windows import zone_for
 
 
 def full_check(value: Any, region: str, account_zone: str, prefix: str | None = None) -> tuple[str, str]:
-    """tasks.phones.subscriber without its shortcuts, with phonenumbers' public API only: the cell
+    """tasks.intake.phones.subscriber without its shortcuts, with phonenumbers' public API only: the cell
     cleaned, read in the region and then with + before it, is_valid_number, time_zones_for_number
     asked for every number."""
     text = _digits(value)

@@ -15,12 +15,12 @@ from sqlmodel import Session, select
 
 from models.status import Channel, MessageStatus
 from models.tables import Message
-from tasks.check import check_file
-from tasks.dispatch import dispatch
-from tasks.intake import intake
-from tasks.lease import take_lease
-from tasks.schedule import Planner, schedule
-from tasks.windows import NoWindow, Window, next_slot, parse_windows
+from tasks.delivery.dispatch import dispatch
+from tasks.delivery.lease import take_lease
+from tasks.intake.check import check_file
+from tasks.intake.intake import intake
+from tasks.schedule.schedule import Planner, schedule
+from tasks.schedule.windows import NoWindow, Window, next_slot, parse_windows
 from tests.files import write_xlsx
 from tests.test_steps import make_task_from
 

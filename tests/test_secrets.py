@@ -19,10 +19,10 @@ from sqlmodel import Session
 
 from models.params import NotificationTaskParams
 from models.tables import Message, Rejection
-from tasks.intake import intake
-from tasks.lifecycle import open_task
-from tasks.report import build_report
-from tasks.schedule import schedule
+from tasks.control.lifecycle import open_task
+from tasks.intake.intake import intake
+from tasks.reporting.report import build_report
+from tasks.schedule.schedule import schedule
 
 CARDS = ("4111111111111111", "4111 1111 1111 1111", "5500000000000004", "4000056655665556", "4000 0566 5566 5556")
 PASSWORD, SECRET_KEY = "hunter2-Pa55word", "sk_live_51Hx9SECRETkey"

@@ -21,7 +21,7 @@ from __future__ import annotations
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tasks.segment import count, segment
+from tasks.compose.segment import count, segment
 
 # 3GPP TS 23.038 basic table, positions 0x00..0x7F; None is 0x1B, the escape to the extension.
 STANDARD_BASIC_TABLE = [

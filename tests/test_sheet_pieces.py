@@ -12,10 +12,10 @@ import pytest
 from python_calamine import CalamineWorkbook
 
 import bench.ingest as ingest_bench
-import tasks.sheet_pieces as sheet_pieces
+import tasks.intake.sheet_pieces as sheet_pieces
 from models.errors import TaskFileError
-from tasks.parse import job_rows, read_task_file
-from tasks.sheet_pieces import SheetPiece
+from tasks.intake.parse import job_rows, read_task_file
+from tasks.intake.sheet_pieces import SheetPiece
 from tests.files import with_shared_strings, write_xlsx
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"

@@ -13,10 +13,10 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from models.tables import Message, ShortLink
-from tasks.intake import intake
-from tasks.report import MESSAGE_COLUMNS, build_report
-from tasks.shortlinks import shorten
-from tasks.validate import parse_bool
+from tasks.compose.shortlinks import shorten
+from tasks.intake.intake import intake
+from tasks.intake.validate import parse_bool
+from tasks.reporting.report import MESSAGE_COLUMNS, build_report
 from tests.files import write_xlsx
 from tests.test_steps import make_task_from
 

@@ -17,7 +17,7 @@ from models.history import transition
 from models.status import MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent, utcnow
 from providers.base import StatusReport
-from tasks.track import apply_reports
+from tasks.delivery.track import apply_reports
 from tests.test_status_race import PROVIDER, make_task
 
 HOLD_SECONDS = 3.0

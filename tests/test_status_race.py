@@ -19,7 +19,7 @@ from models.history import record_each, transition
 from models.status import MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent, utcnow
 from providers.base import StatusReport
-from tasks.track import apply_reports
+from tasks.delivery.track import apply_reports
 
 PROVIDER = "race-carrier"
 ROUNDS = 25

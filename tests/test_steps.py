@@ -21,15 +21,15 @@ from models.status import Channel, MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent
 from providers.base import OutgoingMessage
 from providers.sandbox.adapter import SandboxCarrier
-from tasks.channels import open_channels
-from tasks.dispatch import DispatchResult, dispatch
-from tasks.intake import intake
-from tasks.lease import take_lease
-from tasks.lifecycle import open_task
-from tasks.poll import PollResult, poll
-from tasks.report import MESSAGE_COLUMNS, build_report
-from tasks.routing import provider_for
-from tasks.schedule import schedule
+from tasks.control.lifecycle import open_task
+from tasks.delivery.channels import open_channels
+from tasks.delivery.dispatch import DispatchResult, dispatch
+from tasks.delivery.lease import take_lease
+from tasks.delivery.poll import PollResult, poll
+from tasks.delivery.routing import provider_for
+from tasks.intake.intake import intake
+from tasks.reporting.report import MESSAGE_COLUMNS, build_report
+from tasks.schedule.schedule import schedule
 from tests.files import EVERY_CHANNEL_HEADER, channel_rows, phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 

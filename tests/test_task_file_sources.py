@@ -22,9 +22,9 @@ from models.errors import TaskFileError
 from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.tables import Message, NotificationTask
-from tasks.intake import intake
-from tasks.lifecycle import open_task
-from tasks.task_file import uploaded
+from tasks.control.lifecycle import open_task
+from tasks.intake.intake import intake
+from tasks.intake.task_file import uploaded
 
 CSV = b"phone,text\n+79161234567,hello\n+79161234568,hello again\n"
 SECRET_BODY = b"TOP-SECRET-INTERNAL-PAGE"

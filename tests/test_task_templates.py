@@ -12,8 +12,8 @@ from openpyxl import load_workbook
 from typer.testing import CliRunner
 
 from notiflow.cli import app
-from tasks.columns import BY_NAME
-from tasks.task_templates import TASK_TEMPLATES
+from tasks.intake.columns import BY_NAME
+from tasks.intake.task_templates import TASK_TEMPLATES
 from tests.test_cli import notiflow
 
 TITLES = ["SMS messages", "Sponsored messages", "Start chat sessions", "Start chat sessions in WhatsApp",
@@ -57,7 +57,7 @@ def test_cli_writes_the_six_templates_and_each_filled_in_passes_check(tmp_path: 
 
 @pytest.mark.parametrize("template", TASK_TEMPLATES, ids=[t.file for t in TASK_TEMPLATES])
 def test_second_sheet_describes_each_column_with_its_limits(tmp_path: Path, template: Any) -> None:
-    from tasks.task_templates import workbook_bytes
+    from tasks.intake.task_templates import workbook_bytes
 
     workbook = load_workbook(io.BytesIO(workbook_bytes(template)))
     assert workbook.sheetnames == ["Messages", "Columns"]

@@ -13,9 +13,9 @@ from sqlmodel import Session
 from models.errors import TemplateInUse
 from models.tables import Message, NotificationTask, Rejection
 from models.template_schema import TemplateIn
-from tasks.intake import intake
-from tasks.report import MESSAGE_COLUMNS, build_report
-from tasks.templates import create_template, delete_template, register_sender
+from tasks.compose.templates import create_template, delete_template, register_sender
+from tasks.intake.intake import intake
+from tasks.reporting.report import MESSAGE_COLUMNS, build_report
 from tests.files import write_xlsx
 from tests.test_steps import make_task_from
 

@@ -25,7 +25,7 @@ from models.errors import (
 )
 from models.template_schema import TemplateIn, explain
 from notiflow.templates_cli import sender_app, template_app
-from tasks.templates import (
+from tasks.compose.templates import (
     check_sender,
     create_template,
     delete_template,

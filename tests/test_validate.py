@@ -6,8 +6,8 @@ import pytest
 
 from models.errors import TaskFileError
 from models.status import Channel
-from tasks.phones import clean_phone
-from tasks.validate import (
+from tasks.intake.phones import clean_phone
+from tasks.intake.validate import (
     Columns,
     RowError,
     ValidRow,

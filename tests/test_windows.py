@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tasks.windows import Window, next_slot, parse_windows, zone_for
+from tasks.schedule.windows import Window, next_slot, parse_windows, zone_for
 
 
 def next_send_time(earliest: datetime, windows: list[Window], zone: str) -> datetime:

@@ -19,7 +19,7 @@ from models.db import get_engine
 from models.signing import signed_link
 from models.status import FINAL_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Rejection
-from tasks.markdown import escape
+from tasks.reporting.markdown import escape
 
 _progress_ids: dict[int, Any] = {}
 

@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from python_calamine import CalamineWorkbook
 
-from tasks.sheet_shape import SheetShape
+from tasks.intake.sheet_shape import SheetShape
 
 # About this much sheet XML per piece: ~1,700 rows of a 17-column task file, read in ~15 ms.
 PIECE_BYTES = 1 << 20
@@ -95,7 +95,7 @@ def split_sheet(path: Path, member: str) -> SplitSheet | None:
     kind (the caller reads it whole then).
 
     Raises TaskFileError for a sheet whose shape would make reading it need absurd memory: its XML is
-    checked as it streams past (tasks.sheet_shape), before any piece is read.
+    checked as it streams past (tasks.intake.sheet_shape), before any piece is read.
     """
     with zipfile.ZipFile(path) as original:
         shape = SheetShape(path, original, member)

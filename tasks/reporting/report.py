@@ -14,7 +14,7 @@ from sqlmodel import Session
 from models.db import get_engine, session_scope
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, Rejection
-from tasks.workbook import (
+from tasks.reporting.workbook import (
     MESSAGE_COLUMNS,
     append,
     clicks_by_message,

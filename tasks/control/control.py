@@ -13,7 +13,7 @@ from models.db import session_scope
 from models.history import transition
 from models.status import FINAL_STATUSES, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
-from tasks.lease import lock_task
+from tasks.delivery.lease import lock_task
 
 _HOLDABLE = [MessageStatus.CREATED.value, MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]
 _CANCELABLE = _HOLDABLE + [MessageStatus.PAUSED.value]
@@ -61,7 +61,7 @@ def cancel_description(session: Session, task_id: int) -> str:
         select(
             func.count().filter(Message.provider_message_id.is_not(None)),
             func.count().filter(
-                # As tasks.reconcile.in_flight: a refused or spent message (final) is not in flight any more.
+                # As tasks.delivery.reconcile.in_flight: a refused or spent message (final) is not in flight any more.
                 Message.provider_message_id.is_(None), Message.handed_at.is_not(None),
                 Message.status.not_in([s.value for s in FINAL_STATUSES]),
             ),

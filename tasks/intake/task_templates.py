@@ -1,7 +1,7 @@
 """The downloadable Excel task templates of the spec: columns, one example row, a sheet describing each column.
 
 Each template is a starting point a customer fills in; its example row passes `notiflow check` as it is,
-and its "Columns" sheet is written from tasks.columns, the same table validation uses.
+and its "Columns" sheet is written from tasks.intake.columns, the same table validation uses.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from openpyxl import Workbook
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 
-from tasks.columns import BY_NAME, COLUMNS
+from tasks.intake.columns import BY_NAME, COLUMNS
 
 
 @dataclass(frozen=True)

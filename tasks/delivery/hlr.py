@@ -17,11 +17,11 @@ from models.db import get_engine, session_scope
 from models.settings import get_settings
 from models.status import Channel
 from models.tables import PhoneCheckResult
-from tasks.parse import read_task_file
-from tasks.phones import clean_phone
-from tasks.routing import provider_for
-from tasks.validate import Columns, cell_text
-from tasks.workbook import append, header, save
+from tasks.delivery.routing import provider_for
+from tasks.intake.parse import read_task_file
+from tasks.intake.phones import clean_phone
+from tasks.intake.validate import Columns, cell_text
+from tasks.reporting.workbook import append, header, save
 
 CHECK_COLUMNS = ("check id", "status", "status description", "phone", "check date", "price")
 

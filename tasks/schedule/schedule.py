@@ -30,7 +30,7 @@ from models.history import transition
 from models.settings import get_settings
 from models.status import MessageStatus
 from models.tables import Message, NotificationTask, Template, utcnow
-from tasks.windows import DEFAULT_WINDOWS, NoWindow, Slot, Window, next_slot, parse_windows
+from tasks.schedule.windows import DEFAULT_WINDOWS, NoWindow, Slot, Window, next_slot, parse_windows
 
 UNSENT_DUE = (MessageStatus.QUEUED.value, MessageStatus.DELAYED.value)
 _GROUP = (Message.time_zone, Message.time_zones, Message.windows, Message.template_id, Message.not_before)

@@ -102,7 +102,7 @@ def check_sheet_shape(path: Path) -> None:
 
 
 class SheetShape:
-    """check_sheet_shape for a reader that streams the sheet's XML itself (tasks.sheet_pieces): it feeds
+    """check_sheet_shape for a reader that streams the sheet's XML itself (tasks.intake.sheet_pieces): it feeds
     each chunk here as it reads, and calls `check` before any cell is read."""
 
     def __init__(self, path: Path, archive: zipfile.ZipFile, member: str):

@@ -1,6 +1,6 @@
 """Validates task-file rows: each row becomes a message to store or a list of reasons it was refused.
 
-What each column may hold is tasks.columns' table (the spec's full list of params); this module adds
+What each column may hold is tasks.intake.columns' table (the spec's full list of params); this module adds
 what needs the whole row: the channel's recipient and required columns, the template, the text.
 """
 from __future__ import annotations
@@ -19,7 +19,8 @@ from phonenumbers import timezone as phone_zones
 from models.errors import TaskFileError
 from models.settings import get_settings
 from models.status import Channel
-from tasks.columns import (
+from tasks.compose.compose import CompositionError, fill
+from tasks.intake.columns import (
     ALIASES,
     BY_NAME,
     COLUMNS,
@@ -34,9 +35,8 @@ from tasks.columns import (
     shown_value,
     text_too_long,
 )
-from tasks.compose import CompositionError, fill
-from tasks.parse import MAX_CSV_CELL, OversizedCell, OversizedRow
-from tasks.phones import subscriber
+from tasks.intake.parse import MAX_CSV_CELL, OversizedCell, OversizedRow
+from tasks.intake.phones import subscriber
 
 # Columns that become the message itself; every other recognised column goes to its params.
 CORE = frozenset({
@@ -78,7 +78,7 @@ class TemplateView:
 
 @dataclass(frozen=True)
 class Directory:
-    """Stored templates and registered senders, loaded once per file (see tasks.templates.directory)."""
+    """Stored templates and registered senders, loaded once per file (see tasks.compose.templates.directory)."""
 
     templates: dict[int, TemplateView] = field(default_factory=dict)
     senders: frozenset[tuple[str, str]] = frozenset()
@@ -217,7 +217,7 @@ def _filled_cells(values: Sequence[Any], positions: Sequence[tuple[str, int]]) -
 
 
 def _oversized(number: int, values: Sequence[Any], positions: Sequence[tuple[str, int]]) -> list[RowError]:
-    """The refusal of a CSV row whose cells are too long to read (see tasks.parse.OversizedRow); none when
+    """The refusal of a CSV row whose cells are too long to read (see tasks.intake.parse.OversizedRow); none when
     the long cells are all in columns notiflow does not read."""
     row = _Row(number, {})
     for name, position in positions:

@@ -18,8 +18,8 @@ from models.settings import get_settings
 from models.status import FINAL_STATUSES, Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import Acceptance, LookupUnsupported, Provider, ProviderError
-from tasks.lease import holder_is_gone
-from tasks.routing import provider_for
+from tasks.delivery.lease import holder_is_gone
+from tasks.delivery.routing import provider_for
 
 RECONCILE_CHUNK = 1000
 

@@ -1,6 +1,6 @@
 """The per-row work of intake: check a job of task-file rows and build each valid row's message.
 
-Run by the intake's worker processes for a large file (tasks.intake sends them jobs of rows) and in
+Run by the intake's worker processes for a large file (tasks.intake.intake sends them jobs of rows) and in
 the intake's own process for a small one. Nothing here imports Prefect, so a worker starts in a
 fraction of the time.
 """
@@ -30,14 +30,14 @@ from models.db import insert_new, json_text
 from models.settings import get_settings, settings_environment
 from models.status import Channel, MessageStatus
 from models.tables import Message
-from tasks.cost import fee
-from tasks.parse import Job, job_rows
-from tasks.segment import count, segment
-from tasks.shortlinks import shorten
-from tasks.validate import Columns, Directory, RowError, ValidRow, validate_rows
+from tasks.compose.cost import fee
+from tasks.compose.segment import count, segment
+from tasks.compose.shortlinks import shorten
+from tasks.intake.parse import Job, job_rows
+from tasks.intake.validate import Columns, Directory, RowError, ValidRow, validate_rows
 
 # A worker forked from the fork server runs the program's main module again as __mp_main__ (see
-# tasks.intake.Workers.start). The server imported that module already, so when it is part of a package
+# tasks.intake.intake.Workers.start). The server imported that module already, so when it is part of a package
 # (prefect.engine, in a flow run) runpy warns that it is in sys.modules before running it: expected,
 # and no concern of whoever reads the flow run's log. The server imports this module first, so its
 # workers inherit the filter.

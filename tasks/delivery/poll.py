@@ -15,8 +15,8 @@ from models.settings import get_settings
 from models.status import FINAL_STATUSES, Channel, MessageStatus
 from models.tables import Message, utcnow
 from providers.base import ProviderError
-from tasks.routing import provider_for
-from tasks.track import apply_reports
+from tasks.delivery.routing import provider_for
+from tasks.delivery.track import apply_reports
 
 POLL_CHUNK = 1000
 # The engine may wake a run up to ~0.5 s early; a poll due this soon is asked now rather than rescheduled.

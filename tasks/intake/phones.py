@@ -10,7 +10,7 @@ from phonenumbers import PhoneNumber, PhoneNumberType
 from phonenumbers import timezone as phone_zones
 
 from models.settings import Settings, get_settings
-from tasks.windows import zone_for
+from tasks.schedule.windows import zone_for
 
 # phonenumbers compiles its metadata's patterns on every use unless asked to keep them; a task file's
 # numbers use the same few hundred over and over.

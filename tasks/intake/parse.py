@@ -15,8 +15,8 @@ from typing import Any
 from python_calamine import CalamineWorkbook
 
 from models.errors import TaskFileError
-from tasks.sheet_pieces import SheetPiece, SplitSheet, split_sheet
-from tasks.sheet_shape import check_sheet_shape, first_sheet
+from tasks.intake.sheet_pieces import SheetPiece, SplitSheet, split_sheet
+from tasks.intake.sheet_shape import check_sheet_shape, first_sheet
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 MAX_CSV_CELL = 128 * 1024
 _CSV_CHUNK = 1 << 20
 # Rows per job of a file read row by row (CSV, .xls, .ods, an unusual .xlsx); an .xlsx sheet comes in
-# pieces of its XML of about as many rows (tasks.sheet_pieces).
+# pieces of its XML of about as many rows (tasks.intake.sheet_pieces).
 ROWS_PER_JOB = 2000
 
 Rows = list[tuple[int, list[Any]]]
@@ -145,7 +145,7 @@ def _row_jobs(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[Job]:
 
 
 def _split(path: Path) -> SplitSheet | None:
-    """The sheet cut into pieces, its shape checked, or None when it must be read whole (see tasks.sheet_pieces):
+    """The sheet cut into pieces, its shape checked, or None when it must be read whole (see tasks.intake.sheet_pieces):
     a damaged file is then refused by check_sheet_shape or calamine, saying what is wrong with it."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -8,14 +8,14 @@ from typing import Any
 
 from models.settings import get_settings
 from models.status import Channel
-from tasks.cost import fee
-from tasks.intake_worker import sent_text
-from tasks.parse import read_task_file
-from tasks.schedule import Planner
-from tasks.segment import count
-from tasks.templates import directory
-from tasks.validate import PHONE_CHANNELS, Columns, ValidRow, keep_first_unique, validate_rows
-from tasks.windows import NoWindow, parse_windows
+from tasks.compose.cost import fee
+from tasks.compose.segment import count
+from tasks.compose.templates import directory
+from tasks.intake.parse import read_task_file
+from tasks.intake.validate import PHONE_CHANNELS, Columns, ValidRow, keep_first_unique, validate_rows
+from tasks.intake.worker import sent_text
+from tasks.schedule.schedule import Planner
+from tasks.schedule.windows import NoWindow, parse_windows
 
 
 def check_file(

@@ -16,7 +16,7 @@ from models.db import get_engine
 from models.params import HistoryFilter
 from models.settings import get_settings
 from models.tables import Message
-from tasks.workbook import clicks_by_message, save, write_messages
+from tasks.reporting.workbook import clicks_by_message, save, write_messages
 
 
 @dataclass(frozen=True)

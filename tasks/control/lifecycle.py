@@ -12,9 +12,9 @@ from models.errors import TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
 from models.status import TaskState
 from models.tables import NotificationTask, utcnow
-from tasks import task_file
-from tasks.lease import lock_task
-from tasks.windows import parse_windows
+from tasks.delivery.lease import lock_task
+from tasks.intake import task_file
+from tasks.schedule.windows import parse_windows
 
 
 @task(name="open notification task", cache_policy=NO_CACHE)

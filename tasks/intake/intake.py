@@ -29,7 +29,12 @@ from models.history import log_changes_at, unique_stamp
 from models.settings import get_settings, settings_environment
 from models.status import Channel
 from models.tables import Message, NotificationTask, Rejection, ShortLink, utcnow
-from tasks.intake_worker import (
+from tasks.compose.templates import directory
+from tasks.intake.parse import Job, job_rows, job_size, read_task_file
+from tasks.intake.sheet_pieces import forget_pieces
+from tasks.intake.task_file import discard_stored_file
+from tasks.intake.validate import Columns, FirstUnique, RowError
+from tasks.intake.worker import (
     CheckedJob,
     RowLinks,
     RowRules,
@@ -38,11 +43,6 @@ from tasks.intake_worker import (
     message_store,
     start_worker,
 )
-from tasks.parse import Job, job_rows, job_size, read_task_file
-from tasks.sheet_pieces import forget_pieces
-from tasks.task_file import discard_stored_file
-from tasks.templates import directory
-from tasks.validate import Columns, FirstUnique, RowError
 
 CHUNK_ROWS = 5000
 # A file with fewer rows is checked in this process: starting workers costs more than they save.
@@ -54,7 +54,7 @@ POOL_MIN_ROWS = 50_000
 # A file this large on disk starts its workers before it is read, so they import while it loads
 # (a million-row .xlsx of 25 MB takes about 5 s to load).
 POOL_EARLY_BYTES = 1 << 20
-# Jobs a worker may have waiting (a job is about 2,000 rows, tasks.parse): enough to keep the workers
+# Jobs a worker may have waiting (a job is about 2,000 rows, tasks.intake.parse): enough to keep the workers
 # busy while this process stores a chunk, few enough that the rows in flight stay a few megabytes.
 JOBS_AHEAD_PER_WORKER = 4
 MAX_WORKERS = 4
@@ -219,8 +219,8 @@ def _worker_preload() -> list[str]:
     worker would import it again, and the row checking."""
     main = getattr(sys.modules["__main__"], "__spec__", None)
     run_by_name = main is not None and main.name != "__main__" and not main.name.endswith(".__main__")
-    # The row checking first: it quiets runpy's warning about the main module (see tasks.intake_worker).
-    return ["tasks.intake_worker", main.name] if run_by_name else ["tasks.intake_worker"]
+    # The row checking first: it quiets runpy's warning about the main module (see tasks.intake.worker).
+    return ["tasks.intake.worker", main.name] if run_by_name else ["tasks.intake.worker"]
 
 
 def _cpus() -> int:

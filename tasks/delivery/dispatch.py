@@ -3,7 +3,7 @@
 Each message is marked as handed (attempt, run, time) and committed before the provider call, and
 its outcome is committed right after. A message left handed without a provider id (the process was
 killed mid-call, or the call timed out) is never picked by a plain send again: it is reconciled by
-its idempotency key (tasks/reconcile.py), by this process at once when the call was its own, by any
+its idempotency key (tasks/delivery/reconcile.py), by this process at once when the call was its own, by any
 other only once the hand-over deadline says no call can still be running.
 
 A paused task sends nothing and says so (`paused`), whoever paused it and whenever: the flow then
@@ -30,10 +30,10 @@ from providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
-from tasks.lease import lock_task, renew_lease
-from tasks.reconcile import in_flight, reconcile, record_acceptances
-from tasks.routing import provider_for
-from tasks.schedule import reschedule_closed
+from tasks.delivery.lease import lock_task, renew_lease
+from tasks.delivery.reconcile import in_flight, reconcile, record_acceptances
+from tasks.delivery.routing import provider_for
+from tasks.schedule.schedule import reschedule_closed
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from models.errors import (
 from models.status import Channel, TaskState
 from models.tables import Message, NotificationTask, Sender, Template, utcnow
 from models.template_schema import SenderIn, TemplateIn, explain
-from tasks.validate import Directory, TemplateView
+from tasks.intake.validate import Directory, TemplateView
 
 
 def _unregistered(name: str, channel: str) -> str:

@@ -23,7 +23,7 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s.]+(?:\.[^@\s.]+)+")
 _ATTACHMENT = re.compile(r"(?P<type>[a-z]+(?:_[a-z]+)?)(?P<owner>-?\d+)_(?P<media>\d+)")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:[-_][a-z]{2,4})?", re.IGNORECASE)
 MAX_ATTACHMENTS = 10
-# The longest JSON or free-text cell, as for a CSV cell (tasks.parse.MAX_CSV_CELL): a task file's
+# The longest JSON or free-text cell, as for a CSV cell (tasks.intake.parse.MAX_CSV_CELL): a task file's
 # row is not a place for megabytes.
 MAX_CELL_BYTES = 128 * 1024
 # Characters no cell may hold: control characters but tab and line breaks (PostgreSQL refuses NUL).

@@ -1,0 +1,1 @@
+"""Control: the notification task's record and state, and what pause and cancel do to its messages."""

@@ -1,0 +1,1 @@
+"""Schedule per window: when each message may go out, in the subscriber's local time."""
