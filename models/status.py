@@ -49,6 +49,26 @@ UNSENT_STATUSES = frozenset(
     {MessageStatus.CREATED, MessageStatus.QUEUED, MessageStatus.DELAYED, MessageStatus.PAUSED}
 )
 
+# Unsent messages with a send time: due (QUEUED) or waiting for it (DELAYED). Dispatch sends, expires
+# or re-plans these; CREATED ones are not scheduled yet and PAUSED ones wait for a resume.
+SCHEDULED_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.DELAYED})
+
+# Statuses counted as sent (progress, summary, funnel): a provider took the message, or sending it
+# failed (ERROR). EXPIRED, SKIPPED and CANCELED are final without a send, so they are not counted.
+HANDED_STATUSES = frozenset(
+    {
+        MessageStatus.SENT,
+        MessageStatus.PENDING,
+        MessageStatus.DELIVERED,
+        MessageStatus.READ,
+        MessageStatus.UNDELIVERED,
+        MessageStatus.ERROR,
+    }
+)
+
+# Statuses that mean the recipient got the message.
+DELIVERED_STATUSES = frozenset({MessageStatus.DELIVERED, MessageStatus.READ})
+
 _RANK = {
     MessageStatus.CREATED: 0,
     MessageStatus.QUEUED: 1,
@@ -82,3 +102,7 @@ class TaskState(StrEnum):
     COMPLETED = "completed"
     CANCELLED = "cancelled"
     FAILED = "failed"
+
+
+# The states of a task that has finished (finished_at set): a pause or a failure mark leaves it as it is.
+ENDED_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED})

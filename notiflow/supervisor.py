@@ -20,14 +20,14 @@ from prefect.states import Suspended
 from sqlalchemy import select
 
 from models.db import session_scope
-from models.status import TaskState
+from models.status import ENDED_TASK_STATES, TaskState
 from models.tables import NotificationTask
 from deployments.runs import start_tracking
 from tasks.control.control import cancel_unsent, hold_unsent, mark_failed
 
 logger = logging.getLogger("notiflow.supervisor")
 
-ACTIVE = (TaskState.CREATED, TaskState.SCHEDULED, TaskState.IN_PROGRESS, TaskState.PAUSED)
+ACTIVE = tuple(state for state in TaskState if state not in ENDED_TASK_STATES)
 
 
 def supervise_once(client: SyncPrefectClient) -> None:

@@ -11,7 +11,7 @@ from deployments.runs import ui_url
 from models.db import session_scope
 from models.errors import NotiflowError
 from models.settings import get_settings
-from models.status import MessageStatus, TaskState
+from models.status import DELIVERED_STATUSES, TaskState
 from models.tables import Message, NotificationTask
 
 
@@ -33,7 +33,7 @@ def task_list(state: str | None = None, search: str | None = None, since: str | 
         query = query.where(NotificationTask.created_at >= start)
     with session_scope() as session:
         tasks = list(session.scalars(query))
-        delivered = (MessageStatus.DELIVERED.value, MessageStatus.READ.value)
+        delivered = [s.value for s in DELIVERED_STATUSES]
         progress = {
             task_id: (sent or 0, done or 0)
             for task_id, sent, done in session.execute(

@@ -11,12 +11,13 @@ from sqlmodel import Session
 
 from models.db import session_scope
 from models.history import transition
-from models.status import FINAL_STATUSES, MessageStatus, TaskState
+from models.status import ENDED_TASK_STATES, FINAL_STATUSES, UNSENT_STATUSES, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from tasks.delivery.lease import lock_task
 
-_HOLDABLE = [MessageStatus.CREATED.value, MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]
-_CANCELABLE = _HOLDABLE + [MessageStatus.PAUSED.value]
+# A pause holds what is not handed to a provider yet (a PAUSED message is held already); a cancel ends all of it.
+_HOLDABLE = [s.value for s in UNSENT_STATUSES - {MessageStatus.PAUSED}]
+_CANCELABLE = [s.value for s in UNSENT_STATUSES]
 
 
 def hold_unsent(task_id: int, reason: str = "paused by the user") -> int:
@@ -28,7 +29,7 @@ def hold_unsent(task_id: int, reason: str = "paused by the user") -> int:
             and_(Message.task_id == task_id, Message.status.in_(_HOLDABLE), Message.handed_at.is_(None)),
             MessageStatus.PAUSED, reason, "pause",
         )
-        if state is not None and state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
+        if state is not None and state not in ENDED_TASK_STATES:
             session.execute(
                 NotificationTask.__table__.update()
                 .where(NotificationTask.id == task_id)
@@ -87,7 +88,7 @@ def describe_cancelled(task_id: int) -> str | None:
 def mark_failed(task_id: int, reason: str) -> None:
     with session_scope() as session:
         task = session.get(NotificationTask, task_id)
-        if task is not None and task.state not in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
+        if task is not None and task.state not in ENDED_TASK_STATES:
             task.state, task.state_description = TaskState.FAILED, reason
             task.finished_at = utcnow()
             session.add(task)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from models.db import session_scope
 from models.errors import TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
-from models.status import TaskState
+from models.status import ENDED_TASK_STATES, TaskState
 from models.tables import NotificationTask, utcnow
 from tasks.delivery.lease import lock_task
 from tasks.intake import task_file
@@ -85,7 +85,7 @@ def set_state(task_id: int, state: TaskState, description: str = "", *, resume: 
         notification_task = session.get(NotificationTask, task_id)
         assert notification_task is not None
         notification_task.state, notification_task.state_description = state, description
-        if state in (TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED):
+        if state in ENDED_TASK_STATES:
             notification_task.finished_at = utcnow()
         session.add(notification_task)
     return state

@@ -22,7 +22,7 @@ from sqlalchemy import and_, func, select, update
 from models.db import session_scope
 from models.history import transition
 from models.settings import get_settings
-from models.status import Channel, MessageStatus, TaskState
+from models.status import SCHEDULED_STATUSES, Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import (
     OutgoingMessage,
@@ -135,7 +135,7 @@ def _claim(
     )
     expired = transition(
         session,
-        and_(unsent, Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
+        and_(unsent, Message.status.in_([s.value for s in SCHEDULED_STATUSES]),
              Message.expires_at <= now),
         MessageStatus.EXPIRED,
         "validity period passed before the message could be sent",
@@ -206,7 +206,7 @@ def _what_is_left(task_id: int, channel: Channel) -> tuple[int, datetime | None]
                 Message.channel == channel.value,
                 Message.provider_message_id.is_(None),
                 Message.handed_at.is_(None),
-                Message.status.in_([MessageStatus.QUEUED.value, MessageStatus.DELAYED.value]),
+                Message.status.in_([s.value for s in SCHEDULED_STATUSES]),
             )
         ).one()
         handed, oldest = session.execute(

@@ -7,7 +7,7 @@ from typing import Any
 from sqlmodel import Session
 
 from models.history import record_each
-from models.status import FINAL_STATUSES, MessageStatus
+from models.status import DELIVERED_STATUSES, FINAL_STATUSES
 from models.tables import Message
 from providers.base import StatusReport
 
@@ -37,6 +37,6 @@ def _change(report: StatusReport) -> dict[str, Any]:
     }
     if report.status in FINAL_STATUSES:
         change["next_poll_at"] = None
-        if report.status in (MessageStatus.DELIVERED, MessageStatus.READ):
+        if report.status in DELIVERED_STATUSES:
             change["delivered_at"] = report.at
     return change

@@ -7,9 +7,8 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.db import get_engine
+from models.status import DELIVERED_STATUSES, HANDED_STATUSES
 from models.tables import Message, NotificationTask
-
-_HANDED = ("SENT", "PENDING", "DELIVERED", "READ", "UNDELIVERED", "ERROR")
 
 
 def funnel_svg(task_id: int) -> str:
@@ -24,8 +23,8 @@ def funnel_svg(task_id: int) -> str:
     stages = [
         ("rows in file", rows, "#94a3b8"),
         ("accepted", task.accepted, "#60a5fa"),
-        ("sent", sum(counts.get(s, 0) for s in _HANDED), "#818cf8"),
-        ("delivered", counts.get("DELIVERED", 0) + counts.get("READ", 0), "#34d399"),
+        ("sent", sum(counts.get(s.value, 0) for s in HANDED_STATUSES), "#818cf8"),
+        ("delivered", sum(counts.get(s.value, 0) for s in DELIVERED_STATUSES), "#34d399"),
     ]
     width, bar_height, gap, label_width = 560, 28, 10, 110
     top = max(rows, 1)

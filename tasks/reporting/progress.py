@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from models.db import get_engine
 from models.signing import signed_link
-from models.status import FINAL_STATUSES, MessageStatus
+from models.status import DELIVERED_STATUSES, FINAL_STATUSES, HANDED_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Rejection
 from tasks.reporting.markdown import escape
 
@@ -48,7 +48,7 @@ def publish_progress(task_id: int, *, with_counts: bool = False) -> None:
         counts = _counts(session, task_id)
     total = sum(n for _c, _s, n in counts)
     final = sum(n for _c, s, n in counts if MessageStatus(s) in FINAL_STATUSES)
-    handed = sum(n for _c, s, n in counts if MessageStatus(s).rank >= MessageStatus.SENT.rank and s not in ("EXPIRED", "CANCELED", "SKIPPED"))
+    handed = sum(n for _c, s, n in counts if MessageStatus(s) in HANDED_STATUSES)
     percent = 100.0 * final / total if total else 0.0
     description = f"{handed} of {total} messages sent, {final} with a final status"
     if task_id in _progress_ids:
@@ -89,8 +89,8 @@ def publish_summary(task_id: int) -> str:
     for channel, status, number in counts:
         by_channel.setdefault(channel, Counter())[status] = number
     for channel, row in by_channel.items():
-        sent = sum(n for s, n in row.items() if MessageStatus(s).rank >= MessageStatus.SENT.rank and s not in ("EXPIRED", "CANCELED", "SKIPPED"))
-        delivered = row.get("DELIVERED", 0) + row.get("READ", 0)
+        sent = sum(n for s, n in row.items() if MessageStatus(s) in HANDED_STATUSES)
+        delivered = sum(row.get(s.value, 0) for s in DELIVERED_STATUSES)
         rate = f"{100 * delivered / sent:.1f} %" if sent else "—"
         lines.append(f"| {channel} | {sum(row.values())} | {sent} | {delivered} | {rate} |")
     lines += ["", "| status | messages |", "|---|---:|"]

@@ -28,11 +28,10 @@ from sqlmodel import Session
 from models.db import session_scope
 from models.history import transition
 from models.settings import get_settings
-from models.status import MessageStatus
+from models.status import SCHEDULED_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Template, utcnow
 from tasks.schedule.windows import DEFAULT_WINDOWS, NoWindow, Slot, Window, next_slot, parse_windows
 
-UNSENT_DUE = (MessageStatus.QUEUED.value, MessageStatus.DELAYED.value)
 _GROUP = (Message.time_zone, Message.time_zones, Message.windows, Message.template_id, Message.not_before)
 
 
@@ -99,7 +98,7 @@ def reschedule_closed(session: Session, task_id: int, now: datetime) -> int:
     """Messages due but not handed over whose window has closed wait for the next window (DELAYED),
     or end EXPIRED when their validity period runs out first; returns how many expired."""
     closed = and_(
-        Message.task_id == task_id, Message.status.in_(UNSENT_DUE), Message.handed_at.is_(None),
+        Message.task_id == task_id, Message.status.in_([s.value for s in SCHEDULED_STATUSES]), Message.handed_at.is_(None),
         Message.provider_message_id.is_(None), Message.window_ends_at <= now,
     )
     if session.execute(select(Message.id).where(closed).limit(1)).first() is None:
