@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse, Response
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.auth import require_token, require_webhook_secret, trusted_hosts
@@ -18,11 +18,12 @@ from models.db import get_engine, session_scope
 from models.errors import NotiflowError, TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
 from models.settings import get_settings
-from models.tables import Message, NotificationTask, ShortLink
+from models.tables import NotificationTask, ShortLink
 from providers.base import ProviderRejected
 from providers.sandbox.adapter import SandboxCarrier
 from tasks.delivery.track import apply_reports
 from tasks.intake import task_file
+from tasks.reporting.counts import status_counts
 from tasks.reporting.funnel import funnel_svg
 
 
@@ -136,9 +137,7 @@ def read_task(task_id: int) -> dict[str, Any]:
         task = session.get(NotificationTask, task_id)
         if task is None:
             raise HTTPException(status_code=404, detail=f"notification task {task_id} does not exist")
-        counts = dict(session.execute(
-            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
-        ).all())
+        counts = status_counts(session, task_id)
     return {"id": task.id, "name": task.name, "state": task.state, "state_description": task.state_description,
             "accepted": task.accepted, "rejected": task.rejected, "counts": counts, "report": task.report_path,
             "flow_run_id": task.flow_run_id, "ui_url": ui_url(task.flow_run_id) if task.flow_run_id else None}

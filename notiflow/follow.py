@@ -22,6 +22,7 @@ from models.db import session_scope
 from models.errors import NotiflowError
 from models.status import FINAL_STATUSES
 from models.tables import Message, NotificationTask, Rejection
+from tasks.reporting.counts import status_counts
 
 WAITING_STATES = ("Waiting for window", "Waiting for status poll")
 
@@ -81,12 +82,7 @@ def summary(run: FlowRun) -> dict[str, Any]:
         counts: dict[str, int] = {}
         rejected = 0
         if task is not None:
-            counts = {
-                status: number
-                for status, number in session.execute(
-                    select(Message.status, func.count()).where(Message.task_id == task.id).group_by(Message.status)
-                ).all()
-            }
+            counts = status_counts(session, task.id)
             rejected = session.scalar(select(func.count(func.distinct(Rejection.row))).where(Rejection.task_id == task.id)) or 0
     state = run.state
     return {

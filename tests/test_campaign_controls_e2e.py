@@ -27,6 +27,7 @@ from deployments.runs import start_run
 from models.params import NotificationTaskParams
 from models.tables import Message, NotificationTask
 from notiflow.follow import follow, summary
+from tasks.reporting.counts import status_counts
 from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
@@ -77,9 +78,7 @@ class Campaign:
 
     def statuses(self) -> dict[str, int]:
         with Session(self.engine) as session:
-            return dict(session.execute(
-                select(Message.status, func.count()).where(Message.task_id == self.task_id).group_by(Message.status)
-            ).all())
+            return status_counts(session, self.task_id)
 
     def run_state(self) -> Any:
         with get_client(sync_client=True) as client:

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlmodel import Session
 
 from deployments.runs import start_run, ui_url
 from models.params import NotificationTaskParams
-from models.tables import Message, NotificationTask
+from models.tables import NotificationTask
+from tasks.reporting.counts import status_counts
 from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
@@ -63,9 +64,7 @@ def browser_page(request: pytest.FixtureRequest) -> Iterator[Any]:
 
 def statuses(engine: Any, task_id: int) -> dict[str, int]:
     with Session(engine) as session:
-        return dict(session.execute(
-            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
-        ).all())
+        return status_counts(session, task_id)
 
 
 def task_named(engine: Any, name: str) -> NotificationTask | None:

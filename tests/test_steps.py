@@ -28,6 +28,7 @@ from tasks.delivery.lease import take_lease
 from tasks.delivery.poll import PollResult, poll
 from tasks.delivery.routing import provider_for
 from tasks.intake.intake import intake
+from tasks.reporting.counts import status_counts
 from tasks.reporting.report import MESSAGE_COLUMNS, build_report
 from tasks.schedule.schedule import schedule
 from tests.files import EVERY_CHANNEL_HEADER, channel_rows, phones, write_xlsx
@@ -50,9 +51,7 @@ def make_task_from(path: Path, windows: list[str] = ALL_DAY) -> int:
 
 def statuses(engine: Any, task_id: int) -> dict[str, int]:
     with Session(engine) as session:
-        return dict(session.execute(
-            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
-        ).all())
+        return status_counts(session, task_id)
 
 
 def carrier_refs(sandbox_url: str, task_id: int, engine: Any) -> list[str]:

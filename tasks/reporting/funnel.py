@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from html import escape
 
-from sqlalchemy import func, select
 from sqlmodel import Session
 
 from models.db import get_engine
 from models.status import DELIVERED_STATUSES, HANDED_STATUSES
-from models.tables import Message, NotificationTask
+from models.tables import NotificationTask
+from tasks.reporting.counts import status_counts
 
 
 def funnel_svg(task_id: int) -> str:
@@ -16,9 +16,7 @@ def funnel_svg(task_id: int) -> str:
         task = session.get(NotificationTask, task_id)
         if task is None:
             raise LookupError(f"notification task {task_id} does not exist")
-        counts = dict(session.execute(
-            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
-        ).all())
+        counts = status_counts(session, task_id)
     rows = task.accepted + task.rejected
     stages = [
         ("rows in file", rows, "#94a3b8"),

@@ -14,6 +14,7 @@ from sqlmodel import Session
 from models.db import get_engine, session_scope
 from models.settings import get_settings
 from models.tables import Message, NotificationTask, Rejection
+from tasks.reporting.counts import status_counts
 from tasks.reporting.workbook import (
     MESSAGE_COLUMNS,
     append,
@@ -43,9 +44,7 @@ def build_report(task_id: int) -> ReportResult:
     with Session(engine) as session:
         notification_task = session.get(NotificationTask, task_id)
         assert notification_task is not None, f"notification task {task_id} does not exist"
-        counts = dict(session.execute(
-            select(Message.status, func.count()).where(Message.task_id == task_id).group_by(Message.status)
-        ).all())
+        counts = status_counts(session, task_id)
         total_fee = session.scalar(select(func.coalesce(func.sum(Message.fee), 0)).where(Message.task_id == task_id))
         path = settings.reports_dir.resolve() / f"task-{task_id}-{_slug(notification_task.name)}.xlsx"
         workbook = Workbook(write_only=True)
