@@ -61,6 +61,7 @@ def main() -> None:
     import notiflow  # noqa: F401
     from deployments.control import cancel, pause, resume
     from deployments.runs import start_run
+    from flows.wait import WAITING_FOR_WINDOW
     from models.db import get_engine
     from models.params import NotificationTaskParams
     from models.tables import Message, NotificationTask
@@ -113,7 +114,7 @@ def main() -> None:
             opens = (datetime.now(moscow) + timedelta(seconds=25)).replace(microsecond=0)
             window = f"{opens:%H:%M:%S}-{opens + timedelta(minutes=10):%H:%M:%S}"
             campaign = start_run(NotificationTaskParams(task_file=task_file(5), windows=[window]))
-            wait(lambda: (s := state_of(campaign.id)) and s.name == "Waiting for window")
+            wait(lambda: (s := state_of(campaign.id)) and s.name == WAITING_FOR_WINDOW)
             follow(campaign.id, console=None, timeout=180, stop_when_waiting=False)
             with Session(engine) as session:
                 first = session.scalar(select(func.min(Message.sent_at)).where(Message.task_id == task_of(campaign.id).id))

@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
-from flows.wait import entered_by_resume, local_time, suspend_until_resumed, wait_until
+from flows.wait import WAITING_FOR_STATUS_POLL, WAITING_FOR_WINDOW, entered_by_resume, local_time, suspend_until_resumed, wait_until
 from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.status import Channel, TaskState
@@ -182,6 +182,6 @@ def _next_wait(sent: list[DispatchResult], polled: list[PollResult]) -> tuple[da
     if not due_times:
         return None
     wake = min(due_times)
-    name = "Waiting for window" if wake == next_window else "Waiting for status poll"
+    name = WAITING_FOR_WINDOW if wake == next_window else WAITING_FOR_STATUS_POLL
     to_send, outstanding = sum(r.remaining for r in sent), sum(p.outstanding for p in polled)
     return wake, name, f"continues at {local_time(wake)} ({to_send} to send, {outstanding} awaiting delivery reports)"

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 from prefect import flow, get_run_logger
 
-from flows.wait import local_time, wait_until
+from flows.wait import WAITING_FOR_STATUS_POLL, local_time, wait_until
 from models.tables import utcnow
 from tasks.control.control import describe_cancelled
 from tasks.delivery.channels import open_channels
@@ -39,7 +39,7 @@ def track_delivery(task_id: int) -> dict[str, int]:
             break
         wake = min(due)
         in_flight, outstanding = sum(r.waiting for r in settled), sum(p.outstanding for p in polled)
-        wait_until(wake, "Waiting for status poll",
+        wait_until(wake, WAITING_FOR_STATUS_POLL,
                    f"continues at {local_time(wake)} ({in_flight} in flight, {outstanding} awaiting delivery reports)")
     report = build_report(task_id)
     if description := describe_cancelled(task_id):

@@ -23,6 +23,12 @@ from prefect.utilities.engine import propose_state_sync
 from models.settings import get_settings
 from models.tables import utcnow
 
+# The names of the Scheduled states a waiting run shows as its badge in the UI; `notiflow run` stops
+# following a run that shows one of them.
+WAITING_FOR_WINDOW = "Waiting for window"
+WAITING_FOR_STATUS_POLL = "Waiting for status poll"
+WAITING_STATES = (WAITING_FOR_WINDOW, WAITING_FOR_STATUS_POLL)
+
 
 def wait_until(due: datetime, name: str, message: str) -> None:
     """Return at `due`: asleep when it is near, otherwise by rescheduling this run (raises Pause).

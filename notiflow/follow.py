@@ -18,13 +18,12 @@ from rich.progress import (
 from sqlalchemy import func, select
 
 from deployments.runs import ui_url
+from flows.wait import WAITING_STATES
 from models.db import session_scope
 from models.errors import NotiflowError
 from models.status import FINAL_STATUSES
 from models.tables import Message, NotificationTask, Rejection
 from tasks.reporting.counts import status_counts
-
-WAITING_STATES = ("Waiting for window", "Waiting for status poll")
 
 
 def follow(
