@@ -1,4 +1,8 @@
-"""notiflow's exceptions: each says what was wrong and what to do next."""
+"""notiflow's exceptions: each says what was wrong and what to do next.
+
+One tree under NotiflowError. The provider errors (ProviderError → ProviderUnavailable / ProviderRejected)
+belong to it too, and live with the provider interface in providers/base.py.
+"""
 from __future__ import annotations
 
 
@@ -36,3 +40,27 @@ class UnknownSender(NotiflowError):
 
 class SenderAlreadyRegistered(NotiflowError):
     """That sender name is registered for that channel already."""
+
+
+# A cell or a text that breaks a rule. Each stays a ValueError too: the column parsers raise plain
+# ValueErrors beside them, and their callers catch ValueError.
+
+
+class ControlCharacter(NotiflowError, ValueError):
+    """A cell holding a control character other than tab and line breaks."""
+
+
+class OutOfRange(NotiflowError, ValueError):
+    """A well-formed value outside the column's limits."""
+
+
+class CompositionError(NotiflowError, ValueError):
+    """The text cannot be filled: an unknown or missing variable, or a stray brace."""
+
+    def __init__(self, message: str, *, variable: str | None = None):
+        super().__init__(message)
+        self.variable = variable
+
+
+class NoWindow(NotiflowError):
+    """No instant lies inside the windows in every one of the zones (strict local time)."""

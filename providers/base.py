@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from models.errors import NotiflowError
 from models.status import Channel, MessageStatus
 
 logger = logging.getLogger("notiflow.providers")
@@ -69,7 +70,7 @@ class PhoneCheck:
     at: datetime
 
 
-class ProviderError(Exception):
+class ProviderError(NotiflowError):
     """A provider call failed."""
 
 

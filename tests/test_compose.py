@@ -5,8 +5,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from models.errors import CompositionError
 from models.status import Channel
-from tasks.compose.compose import CompositionError, fill
+from tasks.compose.compose import fill
 from tasks.intake.validate import Columns, RowError, ValidRow, validate_rows
 
 

@@ -13,6 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session, select
 
+from models.errors import NoWindow
 from models.status import Channel, MessageStatus
 from models.tables import Message
 from tasks.delivery.dispatch import dispatch
@@ -20,7 +21,7 @@ from tasks.delivery.lease import take_lease
 from tasks.intake.check import check_file
 from tasks.intake.intake import intake
 from tasks.schedule.schedule import Planner, schedule
-from tasks.schedule.windows import NoWindow, Window, next_slot, parse_windows
+from tasks.schedule.windows import Window, next_slot, parse_windows
 from tests.files import write_xlsx
 from tests.test_steps import make_task_from
 

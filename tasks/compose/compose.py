@@ -4,13 +4,7 @@ from __future__ import annotations
 from string import Formatter
 from typing import Any
 
-
-class CompositionError(ValueError):
-    """The text cannot be filled: an unknown or missing variable, or a stray brace."""
-
-    def __init__(self, message: str, *, variable: str | None = None):
-        super().__init__(message)
-        self.variable = variable
+from models.errors import CompositionError
 
 
 def fill(text: str, variables: dict[str, Any] | None) -> str:

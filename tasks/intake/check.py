@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from models.errors import NoWindow
 from models.settings import get_settings
 from models.status import Channel
 from tasks.compose.cost import fee
@@ -15,7 +16,7 @@ from tasks.intake.parse import read_task_file
 from tasks.intake.validate import PHONE_CHANNELS, Columns, ValidRow, keep_first_unique, validate_rows
 from tasks.intake.worker import sent_text
 from tasks.schedule.schedule import Planner
-from tasks.schedule.windows import NoWindow, parse_windows
+from tasks.schedule.windows import parse_windows
 
 
 def check_file(

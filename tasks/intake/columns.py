@@ -14,6 +14,7 @@ from datetime import date, datetime, time
 from typing import Any
 from urllib.parse import urlsplit
 
+from models.errors import ControlCharacter, OutOfRange
 from models.status import Channel
 
 MESSENGERS = frozenset({Channel.VIBER, Channel.WHATSAPP, Channel.TELEGRAM})
@@ -68,10 +69,6 @@ def _text(value: Any) -> str:
 _search_control = CONTROL_CHARACTERS.search
 
 
-class ControlCharacter(ValueError):
-    """A cell holding a control character other than tab and line breaks."""
-
-
 def refuse_controls(result: str) -> str:
     """`result`, unless it holds a control character. The hot parsers call it only when isprintable() is
     false (one C call for nearly every cell: a tab, a line break or a no-break space make it false too)."""
@@ -108,10 +105,6 @@ def text_too_long(length: int, limit: int) -> str | None:
     if length <= limit:
         return None
     return f"is {length:,} characters long; a message text may have at most {limit:,} (NOTIFLOW_MAX_TEXT_CHARS): shorten it"
-
-
-class OutOfRange(ValueError):
-    """A well-formed value outside the column's limits."""
 
 
 def token(*, max_bytes: int) -> Callable[[Any], str]:

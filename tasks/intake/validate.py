@@ -16,10 +16,10 @@ from zoneinfo import ZoneInfo
 import phonenumbers
 from phonenumbers import timezone as phone_zones
 
-from models.errors import TaskFileError
+from models.errors import CompositionError, ControlCharacter, OutOfRange, TaskFileError
 from models.settings import get_settings
 from models.status import Channel
-from tasks.compose.compose import CompositionError, fill
+from tasks.compose.compose import fill
 from tasks.intake.columns import (
     ALIASES,
     BY_NAME,
@@ -27,8 +27,6 @@ from tasks.intake.columns import (
     CONTROL_CHARACTERS,
     MESSENGERS,
     RECIPIENT_COLUMNS,
-    ControlCharacter,
-    OutOfRange,
     mask_payment,
     normalise_header,
     parse_bool,

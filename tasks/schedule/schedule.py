@@ -26,11 +26,12 @@ from sqlalchemy import ColumnElement, and_, select
 from sqlmodel import Session
 
 from models.db import session_scope
+from models.errors import NoWindow
 from models.history import transition
 from models.settings import get_settings
 from models.status import SCHEDULED_STATUSES, MessageStatus
 from models.tables import Message, NotificationTask, Template, utcnow
-from tasks.schedule.windows import DEFAULT_WINDOWS, NoWindow, Slot, Window, next_slot, parse_windows
+from tasks.schedule.windows import DEFAULT_WINDOWS, Slot, Window, next_slot, parse_windows
 
 _GROUP = (Message.time_zone, Message.time_zones, Message.windows, Message.template_id, Message.not_before)
 

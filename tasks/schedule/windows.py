@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from models.errors import NoWindow
 from models.settings import get_settings
 
 DEFAULT_WINDOWS = ("09:00-20:00",)
@@ -61,10 +62,6 @@ def zone_for(time_zones: Sequence[str], region: str | None, account_zone: str) -
     if len(usable) == 1:
         return usable[0]
     return get_settings().country_zones.get(region or "", account_zone)
-
-
-class NoWindow(ValueError):
-    """No instant lies inside the windows in every one of the zones (strict local time)."""
 
 
 @dataclass(frozen=True)
