@@ -1,60 +1,57 @@
-"""The deployments `notiflow server` serves; prefect.yaml declares the same ones for work pools."""
+"""The deployments `notiflow server` serves: prefect.yaml's entries, so the file work pools deploy from
+and the served deployments are one list, with one description, tag list and schedule each."""
 from __future__ import annotations
 
+import importlib
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.schedules import Cron
 
-from flows.campaign import notification_task
-from flows.history import history_report
-from flows.hlr import hlr_check
-from flows.send import send_notification
-from flows.track import track_delivery
 from models.settings import get_settings
 
-NOTIFICATION_TASK = "notification-task/notification-task"
-TRACK_DELIVERY = "track-delivery/track-delivery"
-SERVED = (
-    NOTIFICATION_TASK, TRACK_DELIVERY, "send-notification/send-notification", "history-report/history-report",
-    "hlr-check/hlr-check",
-)
+# A link to the checkout's prefect.yaml (where `prefect deploy` looks for it), installed with this package.
+PREFECT_YAML = Path(__file__).resolve().parent / "prefect.yaml"
+
+
+@cache
+def declared() -> tuple[dict[str, Any], ...]:
+    """prefect.yaml's deployment entries, as written."""
+    return tuple(yaml.safe_load(PREFECT_YAML.read_text(encoding="utf-8"))["deployments"])
+
+
+def flow_of(entry: dict[str, Any]) -> Flow[..., Any]:
+    """The flow an entry's entrypoint (`flows/campaign.py:notification_task`) names, imported as a module,
+    so a served run finds its flow by module path wherever the server was started."""
+    path, name = entry["entrypoint"].split(":")
+    module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
+    found: Flow[..., Any] = getattr(module, name)
+    return found
+
+
+def served_names() -> list[str]:
+    """Each deployment's full name, "flow/deployment", as run_deployment and the Prefect API look it up."""
+    return [f"{flow_of(entry).name}/{entry['name']}" for entry in declared()]
 
 
 def served_deployments() -> list[RunnerDeployment]:
     zone = get_settings().timezone
-    return [
-        notification_task.to_deployment(
-            name="notification-task",
-            description="Run a notification task: parse its file, validate, schedule, send, track delivery, report.",
-            tags=["notiflow"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
-        track_delivery.to_deployment(
-            name="track-delivery",
-            description="Follow a cancelled or crashed task's messages in flight and sent to a final status, then "
-            "write its report; started by `notiflow server` for each such task. It never sends.",
-            tags=["notiflow"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
-        send_notification.to_deployment(
-            name="send-notification",
-            description="Send one text to a few recipients from a form; it runs as a notification task.",
-            tags=["notiflow"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
-        history_report.to_deployment(
-            name="history-report",
-            description="Export the message history to Excel: daily at 06:00 for the previous day, monthly on the 1st for the previous month.",
-            tags=["notiflow"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-            schedules=[
-                Cron("0 6 * * *", timezone=zone, parameters={"period": "previous-day"}, slug="daily"),
-                Cron("0 6 1 * *", timezone=zone, parameters={"period": "previous-month"}, slug="monthly"),
-            ],
-        ),
-        hlr_check.to_deployment(
-            name="hlr-check",
-            description="Phone checks (HLR): is each number live and reachable, on which network, at what price.",
-            tags=["notiflow"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
-        ),
-    ]
+    deployments = []
+    for entry in declared():
+        options: dict[str, Any] = {}
+        if entry.get("schedules"):
+            # In the account's zone (NOTIFLOW_TIMEZONE; the file's Europe/Moscow is its default): a history
+            # report's "previous day" is the account's day, wherever the server runs.
+            options["schedules"] = [
+                Cron(s["cron"], timezone=zone, parameters=s.get("parameters", {}), slug=s.get("slug"))
+                for s in entry["schedules"]
+            ]
+        deployments.append(flow_of(entry).to_deployment(
+            name=entry["name"], description=entry["description"], tags=entry.get("tags", []),
+            entrypoint_type=EntrypointType.MODULE_PATH, **options,
+        ))
+    return deployments

@@ -11,7 +11,8 @@ from uuid import UUID
 import httpx
 from prefect.client.schemas.objects import FlowRun
 
-from deployments import NOTIFICATION_TASK, TRACK_DELIVERY
+from flows.campaign import NOTIFICATION_TASK
+from flows.track import TRACK_DELIVERY
 from models.errors import NotiflowError
 from models.params import NotificationTaskParams
 

@@ -33,6 +33,9 @@ from tasks.reporting.progress import publish_progress, publish_summary
 from tasks.reporting.report import build_report
 from tasks.schedule.schedule import schedule
 
+# The deployment that runs this flow, "flow/deployment" as prefect.yaml declares it (a test checks they agree).
+NOTIFICATION_TASK = "notification-task/notification-task"
+
 
 class CampaignSummary(BaseModel):
     task_id: int

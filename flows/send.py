@@ -5,11 +5,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
 
+from flows.campaign import NOTIFICATION_TASK
 from models.params import NotificationTaskParams, SendNotificationParams
 from tasks.intake.quick_send import write_send_file
 from tasks.reporting.markdown import escape
-
-NOTIFICATION_TASK = "notification-task/notification-task"
 
 
 @flow(name="send-notification")

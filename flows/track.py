@@ -19,6 +19,9 @@ from tasks.delivery.reconcile import reconcile_channel
 from tasks.reporting.progress import publish_progress, publish_summary
 from tasks.reporting.report import build_report
 
+# The deployment that runs this flow, "flow/deployment" as prefect.yaml declares it (a test checks they agree).
+TRACK_DELIVERY = "track-delivery/track-delivery"
+
 # How long to wait before asking a provider again that failed to answer a lookup or a poll.
 RETRY_SECONDS = 5.0
 

@@ -144,13 +144,13 @@ def deployments_registered() -> bool:
     """A run created now will be picked up: every served deployment exists (the runner polls for their runs)."""
     from prefect.client.orchestration import get_client
 
-    from deployments import SERVED
+    from deployments import served_names
 
     if not answers(f"{os.environ['PREFECT_API_URL'].rstrip('/')}/health"):
         return False
     with get_client(sync_client=True) as client:
         try:
-            for name in SERVED:
+            for name in served_names():
                 client.read_deployment_by_name(name)
         except Exception:
             return False
