@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # Two workers per database suite: most of an end-to-end test is waiting (for a window, a poll, a
-# resume), so two overlap on two cores; each worker is its own session with its own server.
+# resume), so two overlap on two cores; each worker is its own session with its own server. The two
+# database suites run one after the other: side by side (four workers, four servers on two cores) they
+# were no quicker on a slow machine and left the timing-sensitive end-to-end tests too little headroom.
 PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: demo test test-sqlite test-postgres stop server install bench clean
@@ -32,7 +34,7 @@ stop:
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
-	$(MAKE) --no-print-directory -j2 --output-sync=target test-sqlite test-postgres
+	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: $(STAMP)
 	NOTIFLOW_TEST_DATABASE=sqlite $(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -44,10 +44,11 @@ def notiflow(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def slow_carrier(stack: Any) -> Iterator[None]:
-    """Each send request takes 0.8 s, so an 800-message campaign (16 batches of 50, ~13 s) is caught mid-way
-    even on a loaded machine."""
+    """Each send request takes 2 s, so an 800-message campaign (16 batches of 50, ~32 s) is caught mid-way
+    even on a loaded machine (at 0.8 s a request, a pause from the CLI, a new process, once landed after
+    the last batch on a machine running both database suites)."""
     original = httpx.get(f"{stack.sandbox_url}/config").json()
-    httpx.put(f"{stack.sandbox_url}/config", json={**original, "accept_seconds": 0.8}).raise_for_status()
+    httpx.put(f"{stack.sandbox_url}/config", json={**original, "accept_seconds": 2.0}).raise_for_status()
     yield
     httpx.put(f"{stack.sandbox_url}/config", json=original).raise_for_status()
 

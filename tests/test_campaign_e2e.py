@@ -138,8 +138,9 @@ def test_second_run_of_the_same_task_sends_nothing_again(stack: Any, engine: Any
 
 def test_campaign_waits_for_its_window_without_a_process_and_sends_when_it_opens(stack: Any, engine: Any, tmp_path: Path) -> None:
     moscow = ZoneInfo("Europe/Moscow")
-    # 30 s out: a slower run would reach scheduling with the window under the in-process wait limit away.
-    opens = (datetime.now(moscow) + timedelta(seconds=30)).replace(microsecond=0)
+    # 90 s out: the run must reach scheduling more than the in-process wait limit (5 s in tests) before the
+    # window opens, which a loaded machine once took more than 30 s to do.
+    opens = (datetime.now(moscow) + timedelta(seconds=90)).replace(microsecond=0)
     if opens.date() != (opens + timedelta(minutes=5)).date():
         pytest.skip("the window would cross local midnight")
     window = f"{opens:%H:%M:%S}-{opens + timedelta(minutes=5):%H:%M:%S}"
@@ -147,10 +148,10 @@ def test_campaign_waits_for_its_window_without_a_process_and_sends_when_it_opens
     with get_client(sync_client=True) as client:
         waiting = wait_until(
             lambda: (s := client.read_flow_run(run.id).state) is not None and s.name == "Waiting for window" and s,
-            timeout=60, interval=0.5, what="the run to wait for its window",
+            timeout=85, interval=0.5, what="the run to wait for its window",
         )
         assert waiting.is_scheduled() and "continues at" in (waiting.message or "")
-    finished = follow(run.id, console=None, timeout=120, stop_when_waiting=False)
+    finished = follow(run.id, console=None, timeout=240, stop_when_waiting=False)
     result = summary(finished)
     assert result["state"] == "COMPLETED", result
     with Session(engine) as session:
