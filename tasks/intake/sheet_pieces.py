@@ -86,7 +86,7 @@ class SplitSheet:
     pieces: list[SheetPiece] = field(default_factory=list)
 
     def close(self) -> None:
-        _open.cache_clear()
+        forget_pieces()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

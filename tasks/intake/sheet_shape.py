@@ -109,20 +109,13 @@ class SheetShape:
         self.path, self.allowed = path, budget(path.stat().st_size)
         _refuse_zip_bomb(path, archive, self.allowed)
         self._scan = _Scan(_Bound(cells=archive.getinfo(member).file_size // _MIN_CELL_XML))
-        self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
-        # A tag cut by the chunk boundary is searched whole with the next chunk.
-        window = self._tail + chunk
-        cut = window.rfind(b"<", max(0, len(window) - 64))
-        end = cut if cut > 0 else len(window)
-        self._scan.search(window, end)
-        self._tail = window[end:]
+        self._scan.feed(chunk)
 
     def check(self) -> None:
         """Raise TaskFileError when the sheet fed would need more memory to read than the file's size warrants."""
-        self._scan.search(self._tail, len(self._tail))
-        bound = self._scan.bound
+        bound = self._scan.finish()
         if not (bound.regular and bound.memory() <= self.allowed):
             _measure_in_child(self.path, self.allowed)
 
@@ -173,17 +166,10 @@ def _scan_sheet(path: Path, archive: zipfile.ZipFile, member: str) -> _Bound:
     declared size and fails on a wrong CRC, so a part that lies about its size is refused.
     """
     scan = _Scan(_Bound(cells=archive.getinfo(member).file_size // _MIN_CELL_XML))
-    tail = b""
     try:
         with archive.open(member) as stream:
             while chunk := stream.read(_CHUNK):
-                # A tag cut by the chunk boundary is searched whole with the next chunk.
-                window = tail + chunk
-                cut = window.rfind(b"<", max(0, len(window) - 64))
-                end = cut if cut > 0 else len(window)
-                scan.search(window, end)
-                tail = window[end:]
-            scan.search(tail, len(tail))
+                scan.feed(chunk)
     except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise TaskFileError(
             f"task file {path.name!r} is damaged: its sheet {member} does not match its declared size or checksum ({exc}); "
@@ -194,7 +180,7 @@ def _scan_sheet(path: Path, archive: zipfile.ZipFile, member: str) -> _Bound:
             f"task file {path.name!r} cannot be read: its sheet {member} is compressed or encrypted in a way notiflow "
             f"does not read ({exc}); open it in Excel and save it again as .xlsx without a password"
         ) from exc
-    return scan.bound
+    return scan.finish()
 
 
 class _Scan:
@@ -204,6 +190,22 @@ class _Scan:
     def __init__(self, bound: _Bound):
         self.bound = bound
         self.columns, self.long_rows, self.rows = list(_COLUMNS), list(_LONG_ROWS), list(_ROWS)
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> None:
+        """Search the sheet's XML up to the last tag begun in `chunk`; a tag cut by the chunk's end is
+        searched whole with the next chunk."""
+        window = self._tail + chunk
+        cut = window.rfind(b"<", max(0, len(window) - 64))
+        end = cut if cut > 0 else len(window)
+        self.search(window, end)
+        self._tail = window[end:]
+
+    def finish(self) -> _Bound:
+        """The bound, once the last chunk was fed."""
+        self.search(self._tail, len(self._tail))
+        self._tail = b""
+        return self.bound
 
     def search(self, window: bytes, end: int) -> None:
         bound = self.bound
