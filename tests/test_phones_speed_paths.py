@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from phonenumbers import timezone as phone_zones
 
 from models.settings import get_settings
-from tasks.intake.phones import _digits, subscriber
+from tasks.intake.phones import _digits, _international, subscriber
 from tasks.schedule.windows import zone_for
 
 
@@ -119,3 +119,29 @@ def test_a_changed_country_zone_table_is_used_at_once(country_zones: Callable[[d
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "America/Denver")
     country_zones({})
     assert subscriber(toll_free, "RU", "Europe/Moscow") == (toll_free, "Europe/Moscow")
+
+
+def parsed(text: str) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, "RU")
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def test_an_e164_number_is_read_as_phonenumbers_parse_reads_it() -> None:
+    """The shortcut past parse's search for a number in text gives parse's number (every field) or leaves it to parse."""
+    read = 0
+    for e164 in EXAMPLES:
+        for text in (e164, e164[:-1], e164 + "0", e164[:4] + "0" + e164[4:], e164[:4] + "8" + e164[4:]):
+            number = _international(text)
+            if number is not None:
+                read += 1
+                assert number == parsed(text), text
+    assert read > len(EXAMPLES)  # most examples take the shortcut
+
+
+@given(st.sampled_from(["+", "+7", "+1", "+39", "+44", "+49", "+86", "+380", "+52", "+54", "+55", "+225"]), digit_strings)
+def test_any_plus_and_digits_are_read_as_phonenumbers_parse_reads_them(head: str, tail: str) -> None:
+    text = head + tail
+    number = _international(text)
+    assert number is None or number == parsed(text)
