@@ -20,7 +20,7 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.tables import NotificationTask, ShortLink
 from providers.base import ProviderRejected
-from providers.sandbox.adapter import SandboxCarrier
+from providers.registry import UnknownProvider, provider_named
 from tasks.delivery.track import apply_reports
 from tasks.intake import task_file
 from tasks.reporting.counts import status_counts
@@ -52,15 +52,19 @@ def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@public.post("/webhooks/sandbox", dependencies=[Depends(require_webhook_secret(SandboxCarrier.name))])
-def sandbox_reports(payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
-    """Delivery reports pushed by the sandbox carrier; polling stays the safety net."""
+@public.post("/webhooks/{instance}", dependencies=[Depends(require_webhook_secret)])
+def provider_reports(instance: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
+    """Delivery reports pushed by a provider instance (its own route, its own secret); polling stays the safety net."""
     try:
-        reports = SandboxCarrier.parse_webhook(payload)
+        provider = provider_named(instance)
+    except UnknownProvider as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    try:
+        reports = provider.parse_webhook(payload)
     except (ProviderRejected, ValueError) as exc:
-        raise HTTPException(status_code=422, detail=f"not a sandbox delivery report: {exc}") from exc
+        raise HTTPException(status_code=422, detail=f"not a {instance} delivery report: {exc}") from exc
     with session_scope() as session:
-        applied = apply_reports(session, SandboxCarrier.name, reports, "webhook")
+        applied = apply_reports(session, provider.name, reports, "webhook")
     return {"received": len(reports), "applied": applied}
 
 

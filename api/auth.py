@@ -7,8 +7,6 @@ Authorization header without a preflight that nothing here answers, so its POSTs
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
-
 import httpx
 from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -34,13 +32,12 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     )
 
 
-def require_webhook_secret(provider: str) -> Callable[[str], None]:
-    """A dependency: the request carries `provider`'s webhook secret in its `secret` query parameter."""
-    def check(secret: str = Query(default="", include_in_schema=False)) -> None:
-        if not hmac.compare_digest(secret.encode(), webhook_secret(provider).encode()):
-            raise HTTPException(status_code=401, detail=f"not a {provider} delivery report: the webhook secret is missing or wrong")
-
-    return check
+def require_webhook_secret(instance: str, secret: str = Query(default="", include_in_schema=False)) -> None:
+    """A dependency of /webhooks/{instance}: the request carries that provider instance's webhook secret
+    (its `secret` query parameter). Checked before the body is read, so a stranger learns nothing, not
+    even which instances exist."""
+    if not hmac.compare_digest(secret.encode(), webhook_secret(instance).encode()):
+        raise HTTPException(status_code=401, detail=f"not a {instance} delivery report: the webhook secret is missing or wrong")
 
 
 def trusted_hosts() -> list[str]:

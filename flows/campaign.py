@@ -24,10 +24,11 @@ from models.status import Channel, TaskState
 from models.tables import utcnow
 from tasks.control.control import hold_unsent
 from tasks.control.lifecycle import open_task, set_state, task_state
+from tasks.delivery.chains import advance_chains
 from tasks.delivery.channels import open_channels
 from tasks.delivery.dispatch import DispatchResult, dispatch
 from tasks.delivery.lease import new_owner, release_lease, take_lease
-from tasks.delivery.poll import PollResult, poll
+from tasks.delivery.poll import PollResult, poll, providers_to_poll
 from tasks.intake.intake import intake
 from tasks.reporting.progress import publish_progress, publish_summary
 from tasks.reporting.report import build_report
@@ -65,8 +66,8 @@ def notification_task(params: NotificationTaskParams) -> CampaignSummary:
     if state == TaskState.PAUSED:
         if not entered_by_resume():
             # A wake-up (or a retry) of a paused task: ask about what is out, send nothing, hold again.
-            for channel in open_channels(task_id):
-                poll(task_id, channel)
+            for name in providers_to_poll(task_id):
+                poll(task_id, name)
             _hold(task_id, None, f"task {task_id} is paused; resume it to go on")
         set_state(task_id, TaskState.IN_PROGRESS, resume=True)
 
@@ -106,7 +107,7 @@ def _send_and_track(task_id: int, run_id: str) -> None:
         sent = [_dispatch_due(task_id, owner, channel, recent[channel]) for channel in channels]
         if any(r.paused for r in sent):
             _hold(task_id, owner, f"task {task_id} is paused; resume it to go on")
-        polled = [poll(task_id, channel) for channel in channels]
+        polled = [poll(task_id, name) for name in providers_to_poll(task_id)]
         publish_progress(task_id)
         if errors := [p.error for p in polled if p.error]:
             # The polls that failed stay due: back off instead of asking again at once.
@@ -116,7 +117,11 @@ def _send_and_track(task_id: int, run_id: str) -> None:
             time.sleep(pause)
             continue
         poll_faults = 0
-        next_wait = _next_wait(sent, polled)
+        chains = advance_chains(task_id)
+        if chains.released:
+            schedule(task_id)
+            continue  # a channel failed: the next of its chain goes now
+        next_wait = _next_wait(sent, polled, chains.next_deadline)
         if next_wait is None:
             break
         wake, name, message = next_wait
@@ -176,11 +181,12 @@ def _hold(task_id: int, owner: str | None, reason: str) -> NoReturn:
     suspend_until_resumed(reason)
 
 
-def _next_wait(sent: list[DispatchResult], polled: list[PollResult]) -> tuple[datetime, str, str] | None:
-    """When to go on, over every channel: the first window with messages left to send or the first status
-    poll, whichever comes sooner, with the state name and message the run shows meanwhile; None when done."""
+def _next_wait(sent: list[DispatchResult], polled: list[PollResult], chain_deadline: datetime | None) -> tuple[datetime, str, str] | None:
+    """When to go on, over every channel: the first window with messages left to send, the first status
+    poll or the first silent channel's lifetime end (its chain then falls back), whichever comes sooner,
+    with the state name and message the run shows meanwhile; None when done."""
     next_window = min((r.next_due_at for r in sent if r.remaining and r.next_due_at), default=None)
-    next_poll = min((p.next_poll_at for p in polled if p.next_poll_at), default=None)
+    next_poll = min([p.next_poll_at for p in polled if p.next_poll_at] + ([chain_deadline] if chain_deadline else []), default=None)
     due_times = [t for t in (next_window, next_poll) if t]
     if not due_times:
         return None

@@ -14,7 +14,7 @@ from flows.wait import WAITING_FOR_STATUS_POLL, local_time, wait_until
 from models.tables import utcnow
 from tasks.control.control import describe_cancelled
 from tasks.delivery.channels import open_channels
-from tasks.delivery.poll import poll
+from tasks.delivery.poll import poll, providers_to_poll
 from tasks.delivery.reconcile import reconcile_channel
 from tasks.reporting.progress import publish_progress, publish_summary
 from tasks.reporting.report import build_report
@@ -33,7 +33,7 @@ def track_delivery(task_id: int) -> dict[str, int]:
     while True:
         channels = open_channels(task_id)
         settled = [reconcile_channel(task_id, channel) for channel in channels]
-        polled = [poll(task_id, channel) for channel in channels]
+        polled = [poll(task_id, name) for name in providers_to_poll(task_id)]
         publish_progress(task_id)
         due: list[datetime] = [t for t in [*(r.next_at for r in settled), *(p.next_poll_at for p in polled)] if t]
         if any(r.error for r in settled) or any(p.error for p in polled):

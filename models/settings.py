@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # With strict local time a message goes out only when its window holds in every zone its number may be in.
     strict_local_time: bool = False
     sandbox_url: str = "http://127.0.0.1:8765"
+    # Channel → the provider instances that carry it, the first used (NOTIFLOW_ROUTES, JSON, e.g.
+    # {"sms": ["kannel-main"], "email": ["smtp"]}; "*" for every other channel). Unrouted channels use
+    # the sandbox carrier. Instances other than "sandbox" are provider account blocks (providers/registry.py).
+    routes: dict[str, list[str]] = Field(default_factory=dict)
     api_url: str = "http://127.0.0.1:8000"
     # Where recipients reach the API's short-link redirects; empty means api_url.
     public_url: str = ""

@@ -99,12 +99,15 @@ def serve_forever() -> None:
     from deployments import served_deployments
     from models.db import get_engine
     from notiflow.supervisor import start_supervisor
+    from providers.registry import ProviderAccount
 
     get_engine()  # migrate before any flow run or webhook touches the database
     started = start_missing_services()
     # SIGTERM (make stop) must reach the finally below, so the services this process started stop too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     supervisor = start_supervisor()
+    # The provider account block type, so accounts can be made in the Prefect UI's Blocks page.
+    ProviderAccount.register_type_and_schema()
     try:
         serve(*served_deployments(), print_starting_message=True)
     finally:

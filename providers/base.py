@@ -11,6 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Self
@@ -95,26 +96,68 @@ class LookupUnsupported(ProviderRejected):
     """The provider cannot say what became of a message by our reference."""
 
 
+class Reports(StrEnum):
+    """How a provider tells what became of a message."""
+
+    PUSH = "push"  # it calls us (a webhook, an SMPP deliver_sm); polling is only a safety net if it can be polled
+    POLL = "poll"  # we ask it
+    PUSH_AND_POLL = "push and poll"
+    NONE = "none"  # accepted is all we ever learn (plain SMTP): the message ends SENT
+
+
+# Seconds after sending at which a provider that can be polled is asked; the last entry is the last poll (spec §6).
+DEFAULT_POLL_SCHEDULE = (60.0, 300.0, 900.0, 1800.0, 3600.0, 2 * 3600.0, 4 * 3600.0, 8 * 3600.0, 24 * 3600.0)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, as data: the dispatcher, the poller and the API read it, never an adapter's code."""
+
+    channels: frozenset[Channel]
+    # Most messages in one request (an SMPP or SMTP adapter takes a batch and sends it message by message).
+    batch_size: int = 100
+    # Requests the dispatcher may have outstanding at once, and the most per second (None: no pacing).
+    in_flight: int = 1
+    per_second: float | None = None
+    max_body_bytes: int = 1_000_000
+    # The most SMS parts of one message the provider sends (None: no limit, or not SMS).
+    max_parts: int | None = None
+    reports: Reports = Reports.POLL
+    # Whether it can say what became of a message by our reference (how a send with no answer is reconciled).
+    lookup: bool = False
+    poll_schedule: tuple[float, ...] = DEFAULT_POLL_SCHEDULE
+
+    @property
+    def polled(self) -> bool:
+        return self.reports in (Reports.POLL, Reports.PUSH_AND_POLL)
+
+
 class Provider(ABC):
-    """A channel's outside service. Limits are data, declared by each adapter."""
+    """A provider instance: one account of one kind of outside service, named by its instance name.
 
-    name: ClassVar[str]
-    # The channel it carries: a class attribute for a one-channel service, set per instance by an
-    # adapter whose service carries several (the sandbox carrier).
-    channel: Channel
-    batch_size: ClassVar[int] = 100
-    max_body_bytes: ClassVar[int] = 1_000_000
-    # Seconds after sending at which to ask for a status; the last entry is the last poll.
-    poll_schedule: ClassVar[tuple[float, ...]] = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
+    The protocol knows nothing of transport: an HTTP adapter holds an httpx client (HttpProvider), an
+    SMPP adapter a bind, an SMTP adapter a connection. The dispatcher owns instances (see
+    providers.registry): it opens one once per process and keeps it across batches, so a bind or a
+    connection outlives a batch, and closes it when the process ends.
+    """
 
-    def __init__(self, base_url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None):
-        self._client = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+    # The kind of service ("sandbox", "kannel", "smpp", "smtp", "http"): how an account names its adapter.
+    kind: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, name: str):
+        # The instance name: stored with every message it carries, and the path of its webhook route.
+        self.name = name
         self.requests = 0
 
+    def open(self) -> None:
+        """Connect (bind, log in) before the first request; adapters that connect per request do nothing."""
+
     def close(self) -> None:
-        self._client.close()
+        """Let go of the connection; the instance may be opened again."""
 
     def __enter__(self) -> Self:
+        self.open()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,9 +167,9 @@ class Provider(ABC):
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
         """Hand a batch over; one Acceptance per message, in any order."""
 
-    @abstractmethod
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
-        """Ask the current status of messages sent earlier."""
+        """Ask the current status of messages sent earlier; adapters of providers that cannot be asked refuse."""
+        raise ProviderRejected(f"{self.name} cannot be asked for a status ({self.capabilities.reports.value})")
 
     def lookup(self, refs: Sequence[str]) -> list[Acceptance]:
         """What became of messages whose send had no answer: an Acceptance with the provider's id for each
@@ -134,15 +177,30 @@ class Provider(ABC):
         cannot be asked by reference raise LookupUnsupported (a resend with the same key reconciles)."""
         raise LookupUnsupported(f"{self.name} cannot look messages up by reference")
 
-    @classmethod
-    def parse_webhook(cls, payload: Any) -> list[StatusReport]:
+    def parse_webhook(self, payload: Any) -> list[StatusReport]:
         """Turn a pushed delivery report into status reports (ValueError if it is not one); adapters
         without webhooks refuse."""
-        raise ProviderRejected(f"{cls.name} does not push delivery reports")
+        raise ProviderRejected(f"{self.name} does not push delivery reports")
 
     def check_phones(self, phones: Sequence[str]) -> list[PhoneCheck]:
         """Phone checks (HLR); adapters whose service has none refuse."""
         raise ProviderRejected(f"{self.name} does not check phones")
+
+
+class HttpProvider(Provider):
+    """A provider spoken to over HTTP: one httpx client per instance, kept across batches."""
+
+    def __init__(self, name: str, base_url: str, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None):
+        super().__init__(name)
+        self._client_options: dict[str, Any] = {"base_url": base_url, "timeout": timeout, "transport": transport}
+        self._client = httpx.Client(**self._client_options)
+
+    def open(self) -> None:
+        if self._client.is_closed:
+            self._client = httpx.Client(**self._client_options)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """Send one request, mapping transport trouble onto ProviderUnavailable/ProviderRejected."""

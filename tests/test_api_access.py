@@ -95,7 +95,7 @@ def test_a_forged_delivery_report_changes_nothing(stranger: TestClient, tmp_path
 
 def test_the_carrier_is_told_the_webhook_secret_in_its_report_url() -> None:
     from models.status import Channel
-    from tasks.delivery.routing import provider_for
+    from providers.registry import provider_for
 
     carrier = provider_for(Channel.SMS)
     assert carrier.report_url.endswith(f"/webhooks/sandbox?secret={webhook_secret('sandbox')}")  # type: ignore[attr-defined]

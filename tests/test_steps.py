@@ -26,7 +26,8 @@ from tasks.delivery.channels import open_channels
 from tasks.delivery.dispatch import DispatchResult, dispatch
 from tasks.delivery.lease import take_lease
 from tasks.delivery.poll import PollResult, poll
-from tasks.delivery.routing import provider_for
+from models.settings import get_settings
+from providers.registry import UnknownProvider, provider_for
 from tasks.intake.intake import intake
 from tasks.reporting.counts import status_counts
 from tasks.reporting.report import MESSAGE_COLUMNS, build_report
@@ -141,7 +142,7 @@ def test_message_whose_outcome_was_lost_is_reconciled_not_resent(stack: Any, tmp
         session.execute(update(Message).where(Message.id.in_([m.id for m in lost])).values(
             handed_at=datetime.now(UTC) - timedelta(minutes=1), handed_by="other-host/1/run/dead", attempts=1))
         session.commit()
-    with SandboxCarrier(stack.sandbox_url, Channel.SMS) as carrier:
+    with SandboxCarrier(stack.sandbox_url) as carrier:
         carrier.send([OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender="notiflow", channel=Channel.SMS)
                       for m in lost])
     result = dispatch.fn(task_id, owner, Channel.SMS)
@@ -189,7 +190,7 @@ def test_message_past_its_validity_period_expires_unsent(stack: Any, tmp_path: P
 def test_poll_brings_every_sent_message_to_a_final_status(stack: Any, tmp_path: Path, engine: Any) -> None:
     task_id, owner = ready_to_send(tmp_path, good=25)
     dispatch.fn(task_id, owner, Channel.SMS)
-    wait_until(lambda: poll.fn(task_id, Channel.SMS).outstanding == 0, timeout=30, interval=0.5, what="every message to be final")
+    wait_until(lambda: poll.fn(task_id, "sandbox").outstanding == 0, timeout=30, interval=0.5, what="every message to be final")
     counts = statuses(engine, task_id)
     assert set(counts) <= {"DELIVERED", "UNDELIVERED"} and sum(counts.values()) == 25
     with Session(engine) as session:
@@ -220,9 +221,22 @@ def carrier_messages(sandbox_url: str, task_id: int, engine: Any) -> dict[str, t
 
 
 @pytest.mark.parametrize("channel", list(Channel))
-def test_every_channel_is_routed_to_the_sandbox_carrier_for_that_channel(channel: Channel) -> None:
-    with provider_for(channel) as provider:
-        assert isinstance(provider, SandboxCarrier) and provider.channel is channel
+def test_every_channel_is_carried_by_the_one_sandbox_instance_by_default(channel: Channel) -> None:
+    provider = provider_for(channel)
+    assert isinstance(provider, SandboxCarrier) and provider.name == "sandbox" and channel in provider.capabilities.channels
+    assert provider_for(Channel.SMS) is provider  # kept open across batches, not rebuilt per call
+
+
+def test_a_route_to_an_account_that_does_not_exist_says_how_to_create_it(stack: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFLOW_ROUTES", '{"sms": ["kannel-main"]}')
+    get_settings.cache_clear()
+    try:
+        assert provider_for(Channel.EMAIL).name == "sandbox"
+        with pytest.raises(UnknownProvider, match=r"no provider account 'kannel-main'.*notiflow provider add kannel-main"):
+            provider_for(Channel.SMS)
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
 
 
 def test_open_channels_are_those_with_messages_not_final_yet(tmp_path: Path, engine: Any) -> None:
@@ -245,8 +259,8 @@ def test_dispatch_and_poll_of_a_channel_take_only_its_messages_to_its_recipients
     taken = carrier_messages(stack.sandbox_url, task_id, engine)
     assert sorted(taken.values()) == sorted(v for v in stored.values() if v[0] == "email")
     assert statuses(engine, task_id) == {"SENT": 4, "QUEUED": 5}
-    wait_until(lambda: poll.fn(task_id, Channel.EMAIL).outstanding == 0, timeout=30, interval=0.5, what="every e-mail to be final")
-    assert poll.fn(task_id, Channel.SMS).outstanding == 0 and statuses(engine, task_id)["QUEUED"] == 5
+    wait_until(lambda: poll.fn(task_id, "sandbox").outstanding == 0, timeout=30, interval=0.5, what="every e-mail to be final")
+    assert statuses(engine, task_id)["QUEUED"] == 5
 
     assert dispatch.fn(task_id, owner, Channel.SMS).sent == 3 and dispatch.fn(task_id, owner, Channel.PUSH).sent == 2
     taken = carrier_messages(stack.sandbox_url, task_id, engine)
@@ -262,13 +276,13 @@ def test_wait_is_for_the_soonest_thing_any_channel_waits_for() -> None:
     sms_polls = PollResult(updated=0, outstanding=3, next_poll_at=now + timedelta(seconds=30))
     nothing_out = PollResult(updated=0, outstanding=0, next_poll_at=None)
 
-    wake, name, message = _next_wait([done, email_window], [sms_polls, nothing_out]) or (None, "", "")
+    wake, name, message = _next_wait([done, email_window], [sms_polls, nothing_out], None) or (None, "", "")
     assert (wake, name) == (now + timedelta(seconds=30), "Waiting for status poll")
     assert "(4 to send, 3 awaiting delivery reports)" in message
 
-    wake, name, _ = _next_wait([done, email_window], [nothing_out, nothing_out]) or (None, "", "")
+    wake, name, _ = _next_wait([done, email_window], [nothing_out, nothing_out], None) or (None, "", "")
     assert (wake, name) == (now + timedelta(hours=1), "Waiting for window")
-    assert _next_wait([done, done], [nothing_out, nothing_out]) is None
+    assert _next_wait([done, done], [nothing_out, nothing_out], None) is None
 
 
 def test_report_has_the_spec_columns_and_the_rejected_rows(tmp_path: Path, engine: Any) -> None:

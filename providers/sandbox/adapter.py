@@ -12,10 +12,12 @@ import httpx
 from models.status import Channel, MessageStatus
 from providers.base import (
     Acceptance,
+    Capabilities,
+    HttpProvider,
     OutgoingMessage,
     PhoneCheck,
-    Provider,
     ProviderUnavailable,
+    Reports,
     StatusReport,
 )
 
@@ -40,37 +42,36 @@ RECEIPT_CODES: dict[str, tuple[MessageStatus, str]] = {
 }
 
 
-class SandboxCarrier(Provider):
-    """The sandbox carrier for one channel: an adapter per channel, all under the one name `sandbox`, so
-    delivery reports and polls find their messages whatever channel they went out on."""
+class SandboxCarrier(HttpProvider):
+    """The sandbox carrier: every channel through one account, so it stands in for every provider."""
 
-    name = "sandbox"
-    batch_size = 1000
-    # The sandbox settles in seconds, so ask early; the tail still reaches 24 h like every provider.
-    poll_schedule = (2, 5, 10, 30, 60, 300, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600)
+    kind = "sandbox"
+    capabilities = Capabilities(
+        channels=frozenset(Channel),
+        batch_size=1000,
+        in_flight=4,
+        reports=Reports.PUSH_AND_POLL,
+        lookup=True,
+        # The sandbox settles in seconds, so ask early; the tail still reaches 24 h like every provider.
+        poll_schedule=(2, 5, 10, 30, 60, 300, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600),
+    )
 
     def __init__(
         self,
         base_url: str,
-        channel: Channel,
         *,
+        name: str = "sandbox",
         report_url: str | None = None,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
     ):
-        super().__init__(base_url, timeout=timeout, transport=transport)
-        self.channel = channel
+        super().__init__(name, base_url, timeout=timeout, transport=transport)
         self.report_url = report_url
 
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
-        mine = [m for m in batch if m.channel == self.channel]
-        refused = [
-            Acceptance(m.ref, None, error=f"this sandbox adapter sends {self.channel.value} only, not {m.channel.value}")
-            for m in batch
-            if m.channel != self.channel
-        ]
+        mine = list(batch)
         if not mine:
-            return refused
+            return []
         body = {
             "messages": [
                 {"ref": m.ref, "to": m.recipient, "sender": m.sender, "text": m.text, "channel": m.channel.value}
@@ -92,7 +93,7 @@ class SandboxCarrier(Provider):
                 f"{self.name}: answer to POST /messages lacks {len(missing)} refs, e.g. {missing[0]!r}",
                 outcome_unknown=True,
             )
-        return refused + [
+        return [
             Acceptance(
                 ref=m.ref,
                 provider_message_id=results[m.ref].get("id"),
@@ -104,8 +105,8 @@ class SandboxCarrier(Provider):
 
     def lookup(self, refs: Sequence[str]) -> list[Acceptance]:
         found: list[Acceptance] = []
-        for start in range(0, len(refs), self.batch_size):
-            chunk = list(refs[start : start + self.batch_size])
+        for start in range(0, len(refs), self.capabilities.batch_size):
+            chunk = list(refs[start : start + self.capabilities.batch_size])
             response = self._request("POST", "/messages/lookup", json={"refs": chunk})
             try:
                 found += [Acceptance(ref=item["ref"], provider_message_id=item.get("id"), duplicate=True)
@@ -116,8 +117,8 @@ class SandboxCarrier(Provider):
 
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
         reports: list[StatusReport] = []
-        for start in range(0, len(provider_message_ids), self.batch_size):
-            chunk = list(provider_message_ids[start : start + self.batch_size])
+        for start in range(0, len(provider_message_ids), self.capabilities.batch_size):
+            chunk = list(provider_message_ids[start : start + self.capabilities.batch_size])
             response = self._request("POST", "/messages/status", json={"ids": chunk})
             try:
                 items = response.json()["statuses"]
@@ -132,8 +133,8 @@ class SandboxCarrier(Provider):
 
     def check_phones(self, phones: Sequence[str]) -> list[PhoneCheck]:
         checks: list[PhoneCheck] = []
-        for start in range(0, len(phones), self.batch_size):
-            response = self._request("POST", "/hlr", json={"phones": list(phones[start : start + self.batch_size])})
+        for start in range(0, len(phones), self.capabilities.batch_size):
+            response = self._request("POST", "/hlr", json={"phones": list(phones[start : start + self.capabilities.batch_size])})
             try:
                 checks += [
                     PhoneCheck(
@@ -147,23 +148,21 @@ class SandboxCarrier(Provider):
                 raise ProviderUnavailable(f"{self.name}: unreadable phone-check answer ({exc})") from exc
         return checks
 
-    @classmethod
-    def parse_webhook(cls, payload: Any) -> list[StatusReport]:
+    def parse_webhook(self, payload: Any) -> list[StatusReport]:
         """Read a pushed `{"reports": [...]}`; ValueError if it is not one."""
         try:
-            reports = [cls._report(item) for item in payload["reports"]]
+            reports = [self._report(item) for item in payload["reports"]]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(
-                f'{cls.name}: a delivery report is {{"reports": [{{"id", "status", "updated_at", ...}}]}}; '
+                f'{self.name}: a delivery report is {{"reports": [{{"id", "status", "updated_at", ...}}]}}; '
                 f"got {str(payload)[:200]} ({type(exc).__name__}: {exc})"
             ) from exc
         return [report for report in reports if report is not None]
 
-    @classmethod
-    def _report(cls, item: dict[str, Any]) -> StatusReport | None:
+    def _report(self, item: dict[str, Any]) -> StatusReport | None:
         code = item.get("status")
         if code not in RECEIPT_CODES:
-            logger.warning("%s sent unknown status %r for message %s", cls.name, code, item.get("id"))
+            logger.warning("%s sent unknown status %r for message %s", self.name, code, item.get("id"))
             return None
         status, meaning = RECEIPT_CODES[code]
         return StatusReport(

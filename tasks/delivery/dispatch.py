@@ -32,7 +32,7 @@ from providers.base import (
 )
 from tasks.delivery.lease import lock_task, renew_lease
 from tasks.delivery.reconcile import in_flight, reconcile, record_acceptances
-from tasks.delivery.routing import provider_for
+from providers.registry import provider_for
 from tasks.schedule.schedule import reschedule_closed
 
 
@@ -64,52 +64,51 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     """Send the next batch of due messages of one channel; report what is left on it and when it is due."""
     settings = get_settings()
     provider = provider_for(channel)
-    with provider:
-        with session_scope() as session:
-            # A process that lost the lease stops here, before it touches a message.
-            renew_lease(session, task_id, owner)
-        # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
-        settled = reconcile(task_id, channel, provider, owner)
-        now = utcnow()
-        with session_scope() as session:
-            task_state = lock_task(session, task_id)
-            renew_lease(session, task_id, owner)
-            stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
-            if not stopped:
-                batch, expired, uid = _claim(session, task_id, owner, channel, provider, now)
-        if stopped:
-            # Paused (by a user, or by the error threshold) or cancelled from outside while this process
-            # was between batches: send nothing, and say paused, so the flow suspends instead of
-            # finishing, or waiting into a send.
-            paused = task_state == TaskState.PAUSED
-            return DispatchResult(
-                channel=channel.value, sent=settled.sent, refused=0, expired=0,
-                remaining=_what_is_left(task_id, channel)[0] if paused else 0, next_due_at=None, paused=paused,
+    with session_scope() as session:
+        # A process that lost the lease stops here, before it touches a message.
+        renew_lease(session, task_id, owner)
+    # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
+    settled = reconcile(task_id, channel, provider, owner)
+    now = utcnow()
+    with session_scope() as session:
+        task_state = lock_task(session, task_id)
+        renew_lease(session, task_id, owner)
+        stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
+        if not stopped:
+            batch, expired, uid = _claim(session, task_id, owner, channel, provider, now)
+    if stopped:
+        # Paused (by a user, or by the error threshold) or cancelled from outside while this process
+        # was between batches: send nothing, and say paused, so the flow suspends instead of
+        # finishing, or waiting into a send.
+        paused = task_state == TaskState.PAUSED
+        return DispatchResult(
+            channel=channel.value, sent=settled.sent, refused=0, expired=0,
+            remaining=_what_is_left(task_id, channel)[0] if paused else 0, next_due_at=None, paused=paused,
+        )
+    sent = refused = 0
+    fault: ProviderUnavailable | None = None
+    if batch:
+        outgoing = {
+            f"{uid}-{m.id}": OutgoingMessage(
+                ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel
             )
-        sent = refused = 0
-        fault: ProviderUnavailable | None = None
-        if batch:
-            outgoing = {
-                f"{uid}-{m.id}": OutgoingMessage(
-                    ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel
-                )
-                for m in batch
-            }
-            ids = {f"{uid}-{m.id}": m.id for m in batch}
-            try:
-                acceptances = provider.send(list(outgoing.values()))
-            except ProviderUnavailable as exc:
-                fault = exc
-                _give_back(batch, exc, settings.max_send_attempts)
-            except ProviderRejected as exc:
-                refused = _refuse_all(batch, provider, str(exc))
-            else:
-                sent, refused = record_acceptances(acceptances, ids, provider)
-        elif settled.error:
-            fault = ProviderUnavailable(settled.error)
-        sent += settled.sent
-        expired += settled.closed
-        remaining, next_due = _what_is_left(task_id, channel)
+            for m in batch
+        }
+        ids = {f"{uid}-{m.id}": m.id for m in batch}
+        try:
+            acceptances = provider.send(list(outgoing.values()))
+        except ProviderUnavailable as exc:
+            fault = exc
+            _give_back(batch, exc, settings.max_send_attempts)
+        except ProviderRejected as exc:
+            refused = _refuse_all(batch, provider, str(exc))
+        else:
+            sent, refused = record_acceptances(acceptances, ids, provider)
+    elif settled.error:
+        fault = ProviderUnavailable(settled.error)
+    sent += settled.sent
+    expired += settled.closed
+    remaining, next_due = _what_is_left(task_id, channel)
     return DispatchResult(
         channel=channel.value,
         sent=sent,
@@ -154,7 +153,7 @@ def _claim(
         select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts)
         .where(unsent, Message.status == MessageStatus.QUEUED.value)
         .order_by(Message.id)
-        .limit(min(settings.dispatch_batch_size, provider.batch_size))
+        .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size))
     )
     if session.get_bind().dialect.name == "postgresql":
         claim = claim.with_for_update(skip_locked=True)
@@ -163,7 +162,7 @@ def _claim(
         session.execute(
             update(Message)
             .where(Message.id.in_([m.id for m in batch]))
-            .values(handed_at=now, handed_by=owner, attempts=Message.attempts + 1)
+            .values(handed_at=now, handed_by=owner, provider=provider.name, attempts=Message.attempts + 1)
         )
     return batch, expired, uid
 

@@ -17,7 +17,7 @@ from models.db import get_engine, session_scope
 from models.settings import get_settings
 from models.status import Channel
 from models.tables import PhoneCheckResult
-from tasks.delivery.routing import provider_for
+from providers.registry import provider_for
 from tasks.intake.parse import read_task_file
 from tasks.intake.phones import clean_phone
 from tasks.intake.validate import Columns, cell_text
@@ -59,14 +59,14 @@ def check_phones(phones: list[str], flow_run_id: str | None = None) -> PhoneChec
         numbers[phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)] = None
     if not numbers:
         return result
-    with provider_for(Channel.SMS) as provider:
-        checks = provider.check_phones(list(numbers))
-        rows = [
-            {"phone": c.phone, "status": c.status, "status_description": c.description, "operator": c.operator,
-             "roaming": c.roaming, "ported": c.ported, "price": c.price, "provider": provider.name,
-             "flow_run_id": flow_run_id, "created_at": c.at}
-            for c in checks
-        ]
+    provider = provider_for(Channel.SMS)
+    checks = provider.check_phones(list(numbers))
+    rows = [
+        {"phone": c.phone, "status": c.status, "status_description": c.description, "operator": c.operator,
+         "roaming": c.roaming, "ported": c.ported, "price": c.price, "provider": provider.name,
+         "flow_run_id": flow_run_id, "created_at": c.at}
+        for c in checks
+    ]
     with session_scope() as session:
         ids = session.scalars(insert(PhoneCheckResult).returning(PhoneCheckResult.id), rows).all()
     result.checked = [row | {"id": check_id} for row, check_id in zip(rows, ids)]

@@ -17,9 +17,9 @@ from models.history import record_each, transition
 from models.settings import get_settings
 from models.status import FINAL_STATUSES, Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
-from providers.base import Acceptance, LookupUnsupported, Provider, ProviderError
+from providers.base import Acceptance, LookupUnsupported, Provider, ProviderError, Reports
 from tasks.delivery.lease import holder_is_gone
-from tasks.delivery.routing import provider_for
+from providers.registry import provider_for
 
 RECONCILE_CHUNK = 1000
 
@@ -117,8 +117,7 @@ def reconcile(task_id: int, channel: Channel, provider: Provider, owner: str | N
 @task(name="reconcile in flight", cache_policy=NO_CACHE)
 def reconcile_channel(task_id: int, channel: Channel) -> Reconciled:
     """The reconcile step of a run that does not send (tracking after a cancel or a crash)."""
-    with provider_for(channel) as provider:
-        return reconcile(task_id, channel, provider)
+    return reconcile(task_id, channel, provider_for(channel))
 
 
 def record_acceptances(
@@ -126,7 +125,9 @@ def record_acceptances(
 ) -> tuple[int, int]:
     """Record the provider's answers: SENT with its id (first poll planned), or ERROR with its reason."""
     now = utcnow()
-    first_poll = now + timedelta(seconds=(get_settings().poll_schedule or provider.poll_schedule)[0])
+    # A provider that never reports leaves its messages SENT: there is nothing to wait for.
+    first_poll = (None if provider.capabilities.reports is Reports.NONE
+                  else now + timedelta(seconds=(get_settings().poll_schedule or provider.capabilities.poll_schedule)[0]))
     changes: list[dict[str, Any]] = []
     sent = refused = 0
     for acceptance in acceptances:
