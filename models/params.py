@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field, field_validator
 
-from models.status import Channel, MessageStatus
+from models.status import Channel, HistoryGroup, MessageStatus
 
 
 class NotificationTaskParams(BaseModel):
@@ -55,6 +55,7 @@ class HistoryFilter(BaseModel):
     until: date | None = Field(default=None, description="Last day, inclusive (default: today).")
     channel: Channel | None = Field(default=None, description="Only this channel.")
     status: MessageStatus | None = Field(default=None, description="Only messages with this status.")
+    group: HistoryGroup = Field(default=HistoryGroup.ALL, description="Only this group of the history list (spec §5).")
     phone: str | None = Field(default=None, description="Only recipients whose number contains these digits.")
     task_id: int | None = Field(default=None, description="Only this notification task.")
 

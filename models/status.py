@@ -80,6 +80,23 @@ _RANK = {
 }
 
 
+class HistoryGroup(StrEnum):
+    """The history list's filter groups (spec §5)."""
+
+    ALL = "all"
+    CREATED = "created"
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    CANCELED = "canceled"
+    ERROR = "error"
+    DELAYED = "delayed"
+    # A required channel's message not sent yet.
+    CREATED_OPTIONAL = "created, optional"
+    # A channel that failed for a technical problem (ERROR), another channel of its chain used instead.
+    OMITTED_OPTIONAL = "omitted, optional"
+
+
 class Channel(StrEnum):
     SMS = "sms"
     EMAIL = "email"

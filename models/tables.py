@@ -104,6 +104,7 @@ class Message(SQLModel, table=True):
         _partial_index("ix_message_task_poll", "next_poll_at", "task_id", "next_poll_at"),
         _partial_index("ix_message_provider_message_id", "provider_message_id", "provider_message_id"),
         _partial_index("ix_message_template_id", "template_id", "template_id"),
+        _partial_index("ix_message_task_waits", "waits_for", "task_id", "row"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
@@ -143,6 +144,15 @@ class Message(SQLModel, table=True):
     window_ends_at: datetime | None = _ts()
     # The row's other columns of the full param list, parsed to their types; secrets are never stored.
     params: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True)))
+    # The row's channel chain (spec §4): this message's place in it (0 is the first channel tried), how
+    # the chain is sent ("sequential", a cascade, or "parallel"; None for a row of one channel), and
+    # whether this channel is sent whatever the others' outcome.
+    step: int = 0
+    send_order: str | None = Field(default=None, sa_column=Column(String(16)))
+    required: bool = False
+    # The channels this message falls back from, while it waits for them to fail (not scheduled, not
+    # sent); None once released, and for every message not held by its chain.
+    waits_for: str | None = Field(default=None, sa_column=Column(String(255)))
     # Dispatch bookkeeping: set before the provider call, so a kill mid-call leaves a record that the
     # outcome is unknown (handed_at set, no provider id) and must be reconciled, not blindly resent.
     attempts: int = 0

@@ -24,6 +24,8 @@ app.add_typer(template_app, name="template", help="Templates: create, list, sear
 app.add_typer(sender_app, name="sender", help="Registered sender names per channel.")
 token_app = typer.Typer(no_args_is_help=True)
 app.add_typer(token_app, name="token", help="API tokens: create (shown once), list, revoke.")
+provider_app = typer.Typer(no_args_is_help=True)
+app.add_typer(provider_app, name="provider", help="Provider accounts (Prefect blocks): add, list, remove.")
 
 
 def _emit(data: Any) -> None:
@@ -38,8 +40,10 @@ def run(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate, plan and report; send nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="Give up following after this many seconds")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the run through its waits (windows, delivery reports) to its end")] = False,
 ) -> None:
-    """Create a notification task from FILE, run it as a notification-task deployment run, follow it."""
+    """Create a notification task from FILE, run it as a notification-task deployment run, follow it
+    until it ends or starts waiting for a later window or delivery reports (--wait: until it ends)."""
     from deployments.runs import start_run, ui_url
     from notiflow.follow import follow, summary
     from tasks.intake.task_file import uploaded
@@ -59,7 +63,7 @@ def run(
         flow_run = start_run(params)
         if not as_json:
             out.print(f"flow run [bold]{flow_run.name}[/]: {ui_url(flow_run.id)}")
-        finished = follow(flow_run.id, console=None if as_json else err)
+        finished = follow(flow_run.id, console=None if as_json else err, timeout=timeout, stop_when_waiting=not wait)
     result = summary(finished)
     if as_json:
         _emit(result)
@@ -242,6 +246,8 @@ def history(
     until: Annotated[Optional[str], typer.Option(help="Last day, inclusive (default: today)")] = None,
     channel: Annotated[Optional[str], typer.Option(help="Only this channel")] = None,
     status: Annotated[Optional[str], typer.Option(help="Only this status, e.g. DELIVERED")] = None,
+    group: Annotated[str, typer.Option(help='Only this group: all, created, pending, delivered, undelivered, canceled, error, delayed, '
+                                            '"created, optional" (required channels not sent yet), "omitted, optional" (failed, another channel used)')] = "all",
     phone: Annotated[Optional[str], typer.Option(help="Only numbers containing these digits")] = None,
     task: Annotated[Optional[int], typer.Option(help="Only this notification task")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
@@ -254,7 +260,7 @@ def history(
 
     try:
         filters = HistoryFilter(since=since, until=until, channel=channel, status=status.upper() if status else None,
-                                phone=phone, task_id=task)
+                                group=group.lower(), phone=phone, task_id=task)
         result = export_history(filters)
     except ValidationError as exc:
         problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -381,6 +387,83 @@ def token_revoke(name: Annotated[str, typer.Argument(help="The token's name")]) 
 
     revoke_token(name)
     out.print(f"token {name} revoked")
+
+
+@provider_app.command("add")
+def provider_add(
+    name: Annotated[str, typer.Argument(help="The instance name routes and webhooks use, e.g. kannel-main")],
+    kind: Annotated[str, typer.Option(help="The adapter: sandbox, kannel, smpp, smtp, http")],
+    url: Annotated[Optional[str], typer.Option(help="Endpoint, e.g. http://host:13013, smpp://host:2775, smtp://host:587")] = None,  # noqa: UP007 (typer)
+    username: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP007
+    password_env: Annotated[Optional[str], typer.Option(help="Read the password from this environment variable (never from the command line)")] = None,  # noqa: UP007
+    sender: Annotated[Optional[str], typer.Option(help="Default sender when a message names none")] = None,  # noqa: UP007
+    option: Annotated[Optional[list[str]], typer.Option(help="An option of the adapter's kind, KEY=VALUE (repeatable)")] = None,  # noqa: UP007
+) -> None:
+    """Save a provider account as a Prefect block (it then shows in the UI's Blocks page), replacing one of that name."""
+    import os
+
+    from providers.registry import KINDS, ProviderAccount
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"{kind!r} is not a provider kind; known kinds: {', '.join(sorted(KINDS))}", param_hint="--kind")
+    password = None
+    if password_env:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise typer.BadParameter(f"the environment variable {password_env} is not set", param_hint="--password-env")
+    options: dict[str, Any] = {}
+    for item in option or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--option")
+        options[key] = value
+    ProviderAccount.register_type_and_schema()
+    ProviderAccount(kind=kind, url=url, username=username, password=password, sender=sender, options=options).save(name, overwrite=True)
+    out.print(f"provider account [bold]{name}[/] ({kind}) saved; route channels to it with NOTIFLOW_ROUTES, e.g. "
+              f"""'{{"sms": ["{name}"]}}'""", soft_wrap=True)
+
+
+@provider_app.command("list")
+def provider_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The provider accounts and the channels routed to each (passwords never shown)."""
+    from prefect.client.orchestration import get_client
+
+    from providers.registry import SANDBOX, ProviderAccount, instance_for
+    from models.status import Channel
+
+    with get_client(sync_client=True) as client:
+        try:
+            documents = client.read_block_documents_by_type(ProviderAccount.get_block_type_slug())
+        except Exception:  # noqa: BLE001 (the block type is registered by the first `provider add` or `notiflow server`)
+            documents = []
+    routed: dict[str, list[str]] = {}
+    for channel in Channel:
+        routed.setdefault(instance_for(channel), []).append(channel.value)
+    rows = [{"name": SANDBOX, "kind": "sandbox", "url": get_settings().sandbox_url, "channels": routed.get(SANDBOX, [])}]
+    rows += [{"name": d.name, "kind": d.data.get("kind"), "url": d.data.get("url"), "channels": routed.get(d.name or "", [])}
+             for d in documents if d.name]
+    if as_json:
+        _emit(rows)
+        return
+    table = Table("name", "kind", "url", "channels routed to it", title="provider accounts")
+    for row in rows:
+        table.add_row(row["name"], row["kind"] or "", row["url"] or "", ", ".join(row["channels"]))
+    out.print(table)
+
+
+@provider_app.command("remove")
+def provider_remove(name: Annotated[str, typer.Argument(help="The account's name")]) -> None:
+    """Delete a provider account block."""
+    from prefect.exceptions import ObjectNotFound
+
+    from providers.registry import ProviderAccount, load_account
+
+    load_account(name)  # says clearly when there is none
+    try:
+        ProviderAccount.delete(name)
+    except ObjectNotFound as exc:
+        raise NotiflowError(f"no provider account {name!r}") from exc
+    out.print(f"provider account {name} removed")
 
 
 @app.command()

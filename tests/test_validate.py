@@ -120,3 +120,36 @@ def test_numbers_that_cannot_be_trusted_are_refused(cell: object, reason: str) -
 def test_prefix_column_gives_national_numbers_their_country() -> None:
     (row,) = _validate(["phone", "prefix", "text"], ["(212) 555-1234", "+1", "hi"])
     assert isinstance(row, ValidRow) and row.recipient == "+12125551234" and row.time_zone == "America/New_York"
+
+
+def test_a_rows_channels_become_its_chain_each_with_its_own_recipient() -> None:
+    header = ["phone", "email", "text", "channels"]
+    (row,) = _validate(header, ["+79161234567", "anna@example.com", "Order ready", '["viber", "sms", "email"]'])
+    assert isinstance(row, ValidRow) and row.channel is Channel.VIBER and row.send_order == "sequential" and not row.required
+    assert [(s.channel, s.recipient, s.text, s.required) for s in row.chain] == [
+        (Channel.SMS, "+79161234567", "Order ready", False), (Channel.EMAIL, "anna@example.com", "Order ready", False)]
+
+
+def test_a_chain_channel_without_its_recipient_refuses_the_row_naming_both() -> None:
+    (errors,) = _validate(["phone", "text", "channels"], ["+79161234567", "hi", '["sms", "email"]'])
+    assert isinstance(errors, list)
+    assert [(e.column, e.code) for e in errors] == [("email", "missing_email")]
+    assert "email messages need the recipient's email" in errors[0].reason
+
+
+def test_required_marks_the_channel_column_and_it_joins_the_chain() -> None:
+    header = ["phone", "email", "text", "channel", "channels", "required", "send order"]
+    (row,) = _validate(header, ["+79161234567", "a@example.com", "hi", "email", '["viber", "sms"]', "yes", "parallel"])
+    assert isinstance(row, ValidRow) and row.channel is Channel.EMAIL and row.required and row.send_order == "parallel"
+    assert [(s.channel, s.required) for s in row.chain] == [(Channel.VIBER, False), (Channel.SMS, False)]
+
+
+def test_required_with_a_chain_and_no_channel_column_says_which_column_to_fill() -> None:
+    (errors,) = _validate(["phone", "text", "channels", "required"], ["+79161234567", "hi", '["viber", "sms"]', True])
+    assert isinstance(errors, list) and [(e.column, e.code) for e in errors] == [("required", "required_without_channel")]
+    assert "write the channel sent regardless of the others in the channel column" in errors[0].reason
+
+
+def test_a_row_of_one_channel_has_no_chain() -> None:
+    (row,) = _validate(["phone", "text", "channel", "required"], ["+79161234567", "hi", "sms", True])
+    assert isinstance(row, ValidRow) and row.chain == () and row.send_order is None and not row.required

@@ -31,6 +31,7 @@ from providers.sandbox.config import CarrierConfig, WebhookURL
 
 logger = logging.getLogger("notiflow.sandbox")
 
+SILENCE = timedelta(days=3650)
 UNDELIVERED_REASONS = (
     "wrong number",
     "roaming",
@@ -224,10 +225,11 @@ class CarrierState:
             return {"ref": incoming.ref, "error": problem}
         cfg = self.config
         outcome = random.Random(f"outcome:{cfg.seed}:{incoming.ref}")
-        delivered = outcome.random() < cfg.delivered_rate
+        delivered = outcome.random() < cfg.delivered_rates.get(incoming.channel, cfg.delivered_rate)
         reason = outcome.choice(UNDELIVERED_REASONS)
         sent_at = now + timedelta(seconds=cfg.queued_seconds)
         pending_at = sent_at + timedelta(seconds=cfg.sent_seconds)
+        silent = incoming.channel in cfg.silent_channels
         message = Message(
             ref=incoming.ref,
             id=f"sbx-{uuid.uuid4().hex}",
@@ -238,14 +240,15 @@ class CarrierState:
             accepted_at=now,
             sent_at=sent_at,
             pending_at=pending_at,
-            final_at=pending_at + timedelta(seconds=cfg.pending_seconds),
+            # A silent channel's message never leaves PENDING (a handset that never answers).
+            final_at=pending_at + (SILENCE if silent else timedelta(seconds=cfg.pending_seconds)),
             final_status="DELIVERED" if delivered else "UNDELIVERED",
             final_description=DESCRIPTIONS["DELIVERED"] if delivered else reason,
             report_url=report_url or cfg.report_url,
         )
         self.messages[message.id] = message
         self.ids_by_ref[message.ref] = message.id
-        if message.report_url:
+        if message.report_url and not silent:
             heapq.heappush(self.due_reports, (message.final_at.timestamp(), message.id, message.report_url))
         self.counters["accepted"] += 1
         return {"ref": message.ref, "id": message.id, "status": "QUEUED", "duplicate": False}

@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from models.status import Channel
+
 CONFIG_ENV_VAR = "NOTIFLOW_SANDBOX_CONFIG"
 
 
@@ -46,11 +48,24 @@ class CarrierConfig(BaseModel):
     accept_seconds: float = Field(
         default=0.0, ge=0, le=60, description="How long every send request takes before it is answered (a slow carrier)."
     )
+    delivered_rates: dict[Channel, float] = Field(
+        default_factory=dict, description="delivered_rate per channel, for the channels that differ (a failing viber, say)."
+    )
+    silent_channels: list[Channel] = Field(
+        default_factory=list, description="Channels whose messages stay PENDING for ever: no final status, no report."
+    )
     seed: int = Field(default=1, description="Outcomes follow from seed and ref, faults from seed and request number.")
     report_url: WebhookURL | None = Field(
         default=None, description="Where delivery reports go when a send request names none."
     )
     max_batch: int = Field(default=1000, ge=1, description="Most messages (or ids) one request may carry.")
+
+    @model_validator(mode="after")
+    def _rates_are_shares(self) -> CarrierConfig:
+        for channel, rate in self.delivered_rates.items():
+            if not 0 <= rate <= 1:
+                raise ValueError(f"delivered_rates[{channel.value}] is {rate:g}; a share between 0 and 1 is needed")
+        return self
 
     @model_validator(mode="after")
     def _fault_rates_fit_in_one(self) -> CarrierConfig:

@@ -26,7 +26,8 @@ def hold_unsent(task_id: int, reason: str = "paused by the user") -> int:
         state = lock_task(session, task_id)  # the task row before its messages, as dispatch and cancel do
         held = transition(
             session,
-            and_(Message.task_id == task_id, Message.status.in_(_HOLDABLE), Message.handed_at.is_(None)),
+            # A message waiting for its chain's earlier channels is held by its chain already: it stays as it is.
+            and_(Message.task_id == task_id, Message.status.in_(_HOLDABLE), Message.handed_at.is_(None), Message.waits_for.is_(None)),
             MessageStatus.PAUSED, reason, "pause",
         )
         if state is not None and state not in ENDED_TASK_STATES:

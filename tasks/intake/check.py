@@ -44,7 +44,8 @@ def check_file(
         )):
             if isinstance(result, ValidRow):
                 accepted += 1
-                text, _links = sent_text(result, smart=settings.smart_encoding, link_base=settings.public_url or settings.api_url)
+                text, _links = sent_text(result.text, result.channel, result.use_short_links, smart=settings.smart_encoding,
+                                         link_base=settings.public_url or settings.api_url)
                 encoding, units, parts = count(text)
                 try:
                     slot = planner.slot(now, result.time_zone, result.stored_time_zones, result.stored_windows, result.template_id,

@@ -143,10 +143,10 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
         with _collector_paused(), closing(checked_jobs(task_file.jobs, rules, workers)) as jobs:
             for job in jobs:
                 repeats = set()
-                for index, row, unique_message_id in job.uniques:
+                for index, count, row, unique_message_id in job.uniques:
                     error = first.duplicate(row, unique_message_id)
                     if error is not None:
-                        repeats.add(index)
+                        repeats.update(range(index, index + count))
                         rejections.append(error)
                         job.links.pop(row, None)
                 if repeats:

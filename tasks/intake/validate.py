@@ -107,6 +107,11 @@ class ValidRow:
     time_zones: tuple[str, ...] = ()
     # The row's other recognised columns, parsed to their types (secrets never kept): spec params.md.
     params: dict[str, Any] = field(default_factory=dict)
+    # The channel chain (spec §4): the channels after this first one, in the order they are tried, how
+    # they are sent (None for a row of one channel), and whether this first channel is sent regardless.
+    chain: tuple[ChainStep, ...] = ()
+    send_order: str | None = None
+    required: bool = False
 
     @property
     def stored_windows(self) -> str | None:
@@ -117,6 +122,18 @@ class ValidRow:
     def stored_time_zones(self) -> str | None:
         """The row's candidate zones as the message stores them (only when there are several)."""
         return " ".join(self.time_zones) if len(self.time_zones) > 1 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStep:
+    """A later channel of a row's chain: its own recipient, text, sender and sending lifetime."""
+
+    channel: Channel
+    recipient: str
+    text: str
+    sender: str
+    validity_period: int
+    required: bool = False
 
 
 @dataclass
@@ -296,12 +313,8 @@ def _validate_row(
     directory: Directory | None, max_text: int,
 ) -> ValidRow | list[RowError]:
     values = _parse_columns(row)
-    if "channel" in values:
-        channel = Channel(values["channel"])
-    elif values.get("channels"):
-        channel = Channel(values["channels"][0].lower())
-    else:
-        channel = default_channel
+    chain, required = _chain(row, values, default_channel, directory)
+    channel = chain[0]
     recipient, zone = _recipient(row, channel, region, account_zone)
     for name in REQUIRED[channel]:
         if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
@@ -334,6 +347,10 @@ def _validate_row(
         row.fail("from", "unknown_sender", sender,
                  f'sender "{sender}" is not registered for {channel.value}: register it with notiflow sender add "{sender}" --channel {channel.value}')
     sender = sender or config.get("sender") or default_sender
+    steps = tuple(
+        _chain_step(row, values, step, step is required, region, account_zone, default_sender, directory, max_text)
+        for step in chain[1:]
+    )
 
     if row.errors:
         return row.errors
@@ -362,7 +379,75 @@ def _validate_row(
         not_before=_not_before(values, account_zone),
         windows=values.get("allowed time ranges"),
         params=params,
+        chain=steps,
+        send_order=(values.get("send order") or "sequential") if steps else None,
+        required=channel is required,
     )
+
+
+def _chain(row: _Row, values: dict[str, Any], default_channel: Channel, directory: Directory | None) -> tuple[list[Channel], Channel | None]:
+    """The row's channels in the order they are tried, and the one sent regardless of the others (`required`).
+
+    `channels` lists the cascade; `channel`, when it is not in that list, comes first; with neither, a
+    template of several channels gives its own order, else the task's channel is used. `required`
+    marks the `channel` column's channel.
+    """
+    single = Channel(values["channel"]) if "channel" in values else None
+    listed = list(dict.fromkeys(Channel(c.lower()) for c in values.get("channels") or ()))
+    if listed:
+        chain = listed if single is None or single in listed else [single, *listed]
+    elif single is not None:
+        chain = [single]
+    else:
+        chain = _template_order(row, directory) or [default_channel]
+    required = None
+    if values.get("required") and len(chain) > 1:
+        if single is None:
+            row.fail("required", "required_without_channel", True,
+                     "names no channel: write the channel sent regardless of the others in the channel column")
+        else:
+            required = single
+    return chain, required
+
+
+def _template_order(row: _Row, directory: Directory | None) -> list[Channel]:
+    """The channels of the template the row names, in the template's order, when it has several."""
+    raw = row.get("template id")
+    if raw is None or directory is None:
+        return []
+    try:
+        template = directory.templates.get(BY_NAME["template id"].parse(raw))
+    except ValueError:
+        return []  # _template says what is wrong with it
+    if template is None or len(template.channels) < 2:
+        return []
+    return [Channel(name) for name in template.channels]
+
+
+def _chain_step(
+    row: _Row, values: dict[str, Any], channel: Channel, required: bool, region: str, account_zone: str,
+    default_sender: str, directory: Directory | None, max_text: int,
+) -> ChainStep:
+    """A later channel of the row's chain, checked as the first one is: its recipient, its required columns,
+    its template configuration and text; problems are the row's, naming the channel."""
+    recipient, _zone = _recipient(row, channel, region, account_zone)
+    for name in REQUIRED[channel]:
+        if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
+            row.fail(name, "missing_" + _code(name), None,
+                     f"is empty; the row's channels include {channel.value}, whose messages need it ({BY_NAME[name].format})")
+    template, config = _template(row, channel, directory)
+    text = config.get("text") if template is not None else values.get("text")
+    if text is not None and not row.errors:
+        try:
+            text = fill(text, values.get("variables"))
+        except CompositionError:
+            text = None  # the first channel's text already said what is wrong with it
+    sender = values.get("from")
+    if sender is None or directory is None or (sender, channel.value) not in directory.senders:
+        # A `from` registered for another channel is not this one's sender: the template's or the default is.
+        sender = config.get("sender") or default_sender
+    validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
+    return ChainStep(channel, recipient, text or "", sender, validity, required)
 
 
 def _not_before(values: dict[str, Any], account_zone: str) -> datetime | None:

@@ -76,9 +76,9 @@ class CheckedJob:
 
     # The valid rows' messages, prepared by MessageStore, in row order.
     messages: list[Any] = field(default_factory=list)
-    # (index in messages, row, unique message id) of the messages that have one: only the storing
-    # process sees every row, so only it can refuse a repeat.
-    uniques: list[tuple[int, int, str]] = field(default_factory=list)
+    # (index in messages, how many messages the row made, row, unique message id) of the rows that have
+    # one: only the storing process sees every row, so only it can refuse a repeat.
+    uniques: list[tuple[int, int, int, str]] = field(default_factory=list)
     rejections: list[RowError] = field(default_factory=list)
     links: dict[int, RowLinks] = field(default_factory=dict)
 
@@ -92,12 +92,12 @@ def check_rows(rows: list[tuple[int, list[Any]]], rules: RowRules) -> CheckedJob
         default_sender=rules.default_sender, directory=rules.directory,
     ):
         if isinstance(result, ValidRow):
-            message, links = _message(result, rules)
+            messages, links = _messages(result, rules)
             if result.unique_message_id is not None:
-                checked.uniques.append((len(checked.messages), result.row, result.unique_message_id))
+                checked.uniques.append((len(checked.messages), len(messages), result.row, result.unique_message_id))
             if links:
-                checked.links[result.row] = (message["short_links"], links)
-            checked.messages.append(store.prepare(message))
+                checked.links[result.row] = links
+            checked.messages.extend(store.prepare(message) for message in messages)
         else:
             checked.rejections.extend(result)
     return checked
@@ -244,22 +244,46 @@ def _exit_with(parent_sentinel: int) -> None:
 _CREATED = MessageStatus.CREATED.value
 
 
-def _message(row: ValidRow, rules: RowRules) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The message a valid row asks for, not yet stamped (see MessageStore.insert), and its short links."""
-    text, links = sent_text(row, smart=rules.smart_encoding, link_base=rules.link_base)
+def _messages(row: ValidRow, rules: RowRules) -> tuple[list[dict[str, Any]], RowLinks | None]:
+    """The messages a valid row asks for, one per channel of its chain, not yet stamped (see
+    MessageStore.insert), and the short links of the one whose text got them (only SMS shortens)."""
+    first, links = _message(row, rules, row.channel, row.recipient, row.text, row.sender, row.validity_period, 0, row.required, None)
+    messages = [first]
+    row_links = (first["short_links"], links) if links else None
+    # The cascade's channels so far: a required channel is not one of them (it goes whatever they do).
+    before = [] if row.required else [row.channel.value]
+    for step, later in enumerate(row.chain, start=1):
+        # In a cascade a channel waits for those before it to fail; a required one, or any in parallel, goes at once.
+        waits_for = " ".join(before) if row.send_order == "sequential" and not later.required and before else None
+        message, links = _message(row, rules, later.channel, later.recipient, later.text, later.sender, later.validity_period,
+                                  step, later.required, waits_for)
+        messages.append(message)
+        if links:
+            row_links = (message["short_links"], links)
+        if not later.required:
+            before.append(later.channel.value)
+    return messages, row_links
+
+
+def _message(
+    row: ValidRow, rules: RowRules, channel: Channel, recipient: str, text: str, sender: str, validity_period: int,
+    step: int, required: bool, waits_for: str | None,
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """One channel's message of a valid row, and its short links."""
+    text, links = sent_text(text, channel, row.use_short_links, smart=rules.smart_encoding, link_base=rules.link_base)
     encoding, _units, parts = count(text)
     message = {
         "task_id": rules.task_id,
         "row": row.row,
-        "recipient": row.recipient,
-        "channel": row.channel.value,
-        "sender": row.sender,
+        "recipient": recipient,
+        "channel": channel.value,
+        "sender": sender,
         "text": text,
         "encoding": encoding,
         "parts": parts,
-        "fee": fee(row.channel, parts, rules.prices),
+        "fee": fee(channel, parts, rules.prices),
         "status": _CREATED,
-        "status_description": "created, not sent",
+        "status_description": f"created, waits for {waits_for} (fallback)" if waits_for else "created, not sent",
         "external_id": row.external_id,
         "bulk_id": row.bulk_id,
         "group_id": row.group_id,
@@ -269,12 +293,16 @@ def _message(row: ValidRow, rules: RowRules) -> tuple[dict[str, Any], list[tuple
         "template_name": row.template_name,
         "short_links": " ".join(f"{rules.link_base.rstrip('/')}/s/{code}" for code, _url in links) if links else None,
         "time_zone": row.time_zone,
-        "validity_period": row.validity_period,
+        "validity_period": validity_period,
         "unique_message_id": row.unique_message_id,
         "not_before": row.not_before,
         "windows": row.stored_windows,
         "time_zones": row.stored_time_zones,
         "params": row.params or None,
+        "step": step,
+        "send_order": row.send_order,
+        "required": required,
+        "waits_for": waits_for,
         "attempts": 0,
         "poll_count": 0,
         "created_at": None,
@@ -283,10 +311,10 @@ def _message(row: ValidRow, rules: RowRules) -> tuple[dict[str, Any], list[tuple
     return message, links
 
 
-def sent_text(row: ValidRow, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:
+def sent_text(text: str, channel: Channel, use_short_links: bool, *, smart: bool, link_base: str) -> tuple[str, list[tuple[str, str]]]:
     """The text that is sent (and so stored, counted and reported), with the short links it got."""
-    text, links = row.text, []
-    if row.use_short_links and row.channel is Channel.SMS:
+    links: list[tuple[str, str]] = []
+    if use_short_links and channel is Channel.SMS:
         # Only SMS shortens links (spec §7); parts are counted on the shortened text.
         text, links = shorten(text, link_base)
     if smart:

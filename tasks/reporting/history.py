@@ -9,12 +9,14 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, exists, select
+from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from models.db import get_engine
 from models.params import HistoryFilter
 from models.settings import get_settings
+from models.status import UNSENT_STATUSES, HistoryGroup, MessageStatus
 from models.tables import Message
 from tasks.reporting.workbook import clicks_by_message, save, write_messages
 
@@ -48,6 +50,8 @@ def export_history(filters: HistoryFilter, today: date | None = None) -> History
         query = query.where(Message.channel == filters.channel.value)
     if filters.status:
         query = query.where(Message.status == filters.status.value)
+    if filters.group is not HistoryGroup.ALL:
+        query = query.where(in_group(filters.group))
     if filters.phone:
         digits = re.sub(r"\D", "", filters.phone)
         if not digits:
@@ -66,11 +70,34 @@ def export_history(filters: HistoryFilter, today: date | None = None) -> History
     return HistoryExport(path=str(path), messages=written, since=since, until=until)
 
 
+_GROUP_STATUSES = {
+    HistoryGroup.CREATED: (MessageStatus.CREATED, MessageStatus.QUEUED, MessageStatus.PAUSED),
+    HistoryGroup.PENDING: (MessageStatus.SENT, MessageStatus.PENDING),
+    HistoryGroup.DELIVERED: (MessageStatus.DELIVERED, MessageStatus.READ),
+    HistoryGroup.UNDELIVERED: (MessageStatus.UNDELIVERED, MessageStatus.EXPIRED),
+    HistoryGroup.CANCELED: (MessageStatus.CANCELED, MessageStatus.SKIPPED),
+    HistoryGroup.ERROR: (MessageStatus.ERROR,),
+    HistoryGroup.DELAYED: (MessageStatus.DELAYED,),
+}
+
+
+def in_group(group: HistoryGroup) -> ColumnElement[bool]:
+    """The messages of one of the history list's groups (spec §5)."""
+    if group is HistoryGroup.CREATED_OPTIONAL:
+        return and_(Message.required.is_(True), Message.status.in_([s.value for s in UNSENT_STATUSES]))
+    if group is HistoryGroup.OMITTED_OPTIONAL:
+        later = aliased(Message)
+        return and_(Message.status == MessageStatus.ERROR.value, Message.send_order.is_not(None), exists().where(
+            later.task_id == Message.task_id, later.row == Message.row, later.step > Message.step, later.waits_for.is_(None),
+            later.required.is_(False)))
+    return Message.status.in_([s.value for s in _GROUP_STATUSES[group]])
+
+
 def _file_name(filters: HistoryFilter, since: date, until: date) -> str:
     parts: list[Any] = ["history", since.isoformat(), until.isoformat()]
-    for name in ("channel", "status", "phone", "task_id"):
+    for name in ("channel", "status", "group", "phone", "task_id"):
         value = getattr(filters, name)
-        if value is not None:
+        if value is not None and value is not HistoryGroup.ALL:
             text = re.sub(r"[^\w]+", "", str(getattr(value, "value", value)))
             parts.append(f"{name.removesuffix('_id')}-{text}")
     return "_".join(str(p) for p in parts) + ".xlsx"

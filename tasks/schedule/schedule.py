@@ -88,8 +88,10 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
     with session_scope() as session:
         planner = planner_for(session, task_id)
         tally = ScheduleResult()
-        _schedule_created(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.CREATED.value), now, tally)
-        _reschedule(session, planner, and_(Message.task_id == task_id, Message.status == MessageStatus.PAUSED.value), now,
+        # A message waiting for its chain's earlier channels to fail is not scheduled until released (tasks/delivery/chains.py).
+        mine = and_(Message.task_id == task_id, Message.waits_for.is_(None))
+        _schedule_created(session, planner, and_(mine, Message.status == MessageStatus.CREATED.value), now, tally)
+        _reschedule(session, planner, and_(mine, Message.status == MessageStatus.PAUSED.value), now,
                     "validity period ran out while the task was paused", tally)
         tally.expired += reschedule_closed(session, task_id, now)
     return tally
