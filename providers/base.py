@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -36,6 +36,11 @@ class OutgoingMessage:
     text: str
     sender: str
     channel: Channel
+    # How the text is counted (GSM-7 or UCS-2) and into how many SMS parts: what the provider must send and bills.
+    encoding: str = "GSM-7"
+    parts: int = 1
+    # The row's other params (spec params.md: subject, image url, button text...), for adapters whose channel uses them.
+    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

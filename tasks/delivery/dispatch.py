@@ -90,7 +90,8 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     if batch:
         outgoing = {
             f"{uid}-{m.id}": OutgoingMessage(
-                ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel
+                ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel,
+                encoding=m.encoding, parts=m.parts, params=m.params or {},
             )
             for m in batch
         }
@@ -150,7 +151,8 @@ def _claim(
         "dispatch",
     )
     claim = (
-        select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts)
+        select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts, Message.encoding, Message.parts,
+               Message.params)
         .where(unsent, Message.status == MessageStatus.QUEUED.value)
         .order_by(Message.id)
         .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size))
