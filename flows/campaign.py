@@ -148,6 +148,11 @@ def _dispatch_due(task_id: int, owner: str, channel: Channel, recent: deque[bool
                 "batch: %s %s messages sent, %s refused, %s expired; %s left to send",
                 result.sent, result.channel, result.refused, result.expired, result.remaining,
             )
+        if result.retry_after is not None:
+            # Throttled (429): the provider is held until it said, spending no attempt; not a failure,
+            # and the other channels go on meanwhile (its next_due_at is when it may be sent to again).
+            logger.info("%s provider asked to slow down: nothing goes to it for %.0f s", channel.value, result.retry_after)
+            return result
         if result.requested:
             recent.append(result.carrier_fault is not None)
             failed = sum(recent)
@@ -163,7 +168,7 @@ def _dispatch_due(task_id: int, owner: str, channel: Channel, recent: deque[bool
                 _hold(task_id, owner, reason)
         if result.carrier_fault:
             faults += 1
-            pause = min(result.retry_after or 2.0 ** faults, 30.0)
+            pause = min(2.0 ** faults, 30.0)
             logger.warning("%s carrier fault (%s), trying again in %.0f s: %s", channel.value, faults, pause, result.carrier_fault)
             time.sleep(pause)
             continue

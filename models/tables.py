@@ -105,6 +105,8 @@ class Message(SQLModel, table=True):
         _partial_index("ix_message_provider_message_id", "provider_message_id", "provider_message_id"),
         _partial_index("ix_message_template_id", "template_id", "template_id"),
         _partial_index("ix_message_task_waits", "waits_for", "task_id", "row"),
+        # Dispatch claims the next due messages of a task, high priority first, in row order within it.
+        Index("ix_message_claim", "task_id", "status", "priority", "id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
@@ -148,6 +150,8 @@ class Message(SQLModel, table=True):
     # the chain is sent ("sequential", a cascade, or "parallel"; None for a row of one channel), and
     # whether this channel is sent whatever the others' outcome.
     step: int = 0
+    # 0 high, 1 normal, 2 low (the row's `priority`): dispatch sends higher priorities first.
+    priority: int = 1
     send_order: str | None = Field(default=None, sa_column=Column(String(16)))
     required: bool = False
     # The channels this message falls back from, while it waits for them to fail (not scheduled, not

@@ -33,7 +33,8 @@ from tests.sandbox_fixtures import wait_until
 
 pytestmark = pytest.mark.e2e
 
-SIZE = 800  # messages in a campaign that is paused, cancelled or killed mid-way
+SIZE = 3200  # messages in a campaign that is paused, cancelled or killed mid-way
+IN_FLIGHT = 4 * 50  # the sandbox's requests in flight × the suite's batch size: what one dispatch hands over
 
 
 def notiflow(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,7 +45,7 @@ def notiflow(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def slow_carrier(stack: Any) -> Iterator[None]:
-    """Each send request takes 2 s, so an 800-message campaign (16 batches of 50, ~32 s) is caught mid-way
+    """Each send request takes 2 s, so a 3200-message campaign (16 dispatches of 4 requests of 50, ~32 s) is caught mid-way
     even on a loaded machine (at 0.8 s a request, a pause from the CLI, a new process, once landed after
     the last batch on a machine running both database suites)."""
     original = httpx.get(f"{stack.sandbox_url}/config").json()
@@ -159,7 +160,7 @@ def test_cancel_of_a_running_campaign_sends_nothing_more(stack: Any, engine: Any
     campaign.wait_for_state(lambda s: s.type == StateType.CANCELLED, "the run to end Cancelled")
     sent = campaign.carrier_is_still()
     statuses = campaign.statuses()
-    assert statuses.get("CANCELED", 0) >= SIZE - sent - 50  # at most the batch in flight was handed over
+    assert statuses.get("CANCELED", 0) >= SIZE - sent - IN_FLIGHT  # at most the requests in flight were handed over
     assert statuses.get("CANCELED", 0) + sent <= SIZE
     with Session(engine) as session:
         task = session.get(NotificationTask, campaign.task_id)

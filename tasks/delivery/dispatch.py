@@ -11,6 +11,7 @@ suspends its run instead of finishing or waiting into a send.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,12 +26,14 @@ from models.settings import get_settings
 from models.status import SCHEDULED_STATUSES, Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import (
+    Acceptance,
     OutgoingMessage,
     Provider,
     ProviderRejected,
     ProviderUnavailable,
 )
 from tasks.delivery.lease import lock_task, renew_lease
+from tasks.delivery.pacing import pace, throttle, throttled_until
 from tasks.delivery.reconcile import in_flight, reconcile, record_acceptances
 from providers.registry import provider_for
 from tasks.schedule.schedule import reschedule_closed
@@ -70,12 +73,16 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
     settled = reconcile(task_id, channel, provider, owner)
     now = utcnow()
+    held_until = throttled_until(provider.name)
     with session_scope() as session:
         task_state = lock_task(session, task_id)
         renew_lease(session, task_id, owner)
         stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
         if not stopped:
-            batch, expired, uid = _claim(session, task_id, owner, channel, provider, now)
+            # While the provider asked us to slow down (429), nothing is claimed: expiry and windows still move.
+            requests = 0 if held_until else provider.capabilities.in_flight
+            batch, expired, uid = _claim(session, task_id, owner, channel, provider, now, requests)
+    per_request = min(settings.dispatch_batch_size, provider.capabilities.batch_size)
     if stopped:
         # Paused (by a user, or by the error threshold) or cancelled from outside while this process
         # was between batches: send nothing, and say paused, so the flow suspends instead of
@@ -87,29 +94,35 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
         )
     sent = refused = 0
     fault: ProviderUnavailable | None = None
-    if batch:
-        outgoing = {
-            f"{uid}-{m.id}": OutgoingMessage(
-                ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel,
-                encoding=m.encoding, parts=m.parts, params=m.params or {},
-            )
-            for m in batch
-        }
-        ids = {f"{uid}-{m.id}": m.id for m in batch}
-        try:
-            acceptances = provider.send(list(outgoing.values()))
-        except ProviderUnavailable as exc:
-            fault = exc
-            _give_back(batch, exc, settings.max_send_attempts)
-        except ProviderRejected as exc:
-            refused = _refuse_all(batch, provider, str(exc))
-        else:
-            sent, refused = record_acceptances(acceptances, ids, provider)
+    # Up to `in_flight` requests at once, each a batch of the provider's size; answers recorded in this
+    # thread as they come (each batch's outcome committed right after its call, as one call alone was).
+    chunks = [batch[i : i + per_request] for i in range(0, len(batch), per_request)]
+    if chunks:
+        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix=f"send-{provider.name}") as pool:
+            calls = {pool.submit(_send, provider, uid, channel, chunk): chunk for chunk in chunks}
+            for call in as_completed(calls):
+                chunk = calls[call]
+                try:
+                    acceptances = call.result()
+                except ProviderUnavailable as exc:
+                    fault = exc if fault is None or not exc.retry_after else fault
+                    if exc.retry_after:
+                        throttle(provider.name, exc.retry_after)
+                    _give_back(chunk, exc, settings.max_send_attempts)
+                except ProviderRejected as exc:
+                    refused += _refuse_all(chunk, provider, str(exc))
+                else:
+                    chunk_sent, chunk_refused = record_acceptances(acceptances, {f"{uid}-{m.id}": m.id for m in chunk}, provider)
+                    sent += chunk_sent
+                    refused += chunk_refused
     elif settled.error:
         fault = ProviderUnavailable(settled.error)
     sent += settled.sent
     expired += settled.closed
     remaining, next_due = _what_is_left(task_id, channel)
+    held_until = throttled_until(provider.name)
+    if held_until and remaining:
+        next_due = held_until if next_due is None else max(next_due, held_until)
     return DispatchResult(
         channel=channel.value,
         sent=sent,
@@ -123,10 +136,11 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
 
 
 def _claim(
-    session: Any, task_id: int, owner: str, channel: Channel, provider: Provider, now: datetime
+    session: Any, task_id: int, owner: str, channel: Channel, provider: Provider, now: datetime, requests: int
 ) -> tuple[list[Any], int, str]:
-    """Under the task's lock: expire what is past its validity, queue what is due, and mark the next batch
-    handed to `owner`; returns the batch, how many expired, and the task's uid (the key's prefix)."""
+    """Under the task's lock: expire what is past its validity, queue what is due, and mark the next
+    `requests` batches handed to `owner`, high priority first; returns them, how many expired, and the
+    task's uid (the key's prefix)."""
     settings = get_settings()
     uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
     unsent = and_(
@@ -154,9 +168,11 @@ def _claim(
         select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts, Message.encoding, Message.parts,
                Message.params)
         .where(unsent, Message.status == MessageStatus.QUEUED.value)
-        .order_by(Message.id)
-        .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size))
+        .order_by(Message.priority, Message.id)
+        .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size) * requests)
     )
+    if not requests:
+        return [], expired, uid
     if session.get_bind().dialect.name == "postgresql":
         claim = claim.with_for_update(skip_locked=True)
     batch = session.execute(claim).all()
@@ -169,11 +185,29 @@ def _claim(
     return batch, expired, uid
 
 
+def _send(provider: Provider, uid: str, channel: Channel, chunk: list[Any]) -> list[Acceptance]:
+    """One request: paced to the provider's rate (shared by every process that sends to it), then sent."""
+    pace(provider, len(chunk))
+    return provider.send([
+        OutgoingMessage(ref=f"{uid}-{m.id}", recipient=m.recipient, text=m.text, sender=m.sender, channel=channel,
+                        encoding=m.encoding, parts=m.parts, params=m.params or {})
+        for m in chunk
+    ])
+
+
 def _give_back(batch: list[Any], fault: ProviderUnavailable, max_attempts: int) -> None:
     """After a failed call: a batch the provider surely did not take is unsent again (or ERROR once its
     attempts are spent); one it may have taken (a timeout) stays handed, to be reconciled by its key —
-    never ERROR, since the provider may have accepted and billed it."""
+    never ERROR, since the provider may have accepted and billed it. A throttled request (429) spends
+    no attempt: the provider refused to look at it."""
     if fault.outcome_unknown:
+        return
+    if fault.retry_after is not None:
+        with session_scope() as session:
+            session.execute(
+                update(Message).where(Message.id.in_([m.id for m in batch]))
+                .values(handed_at=None, handed_by=None, attempts=Message.attempts - 1)
+            )
         return
     with session_scope() as session:
         spent = [m.id for m in batch if m.attempts + 1 >= max_attempts]

@@ -242,6 +242,7 @@ def _exit_with(parent_sentinel: int) -> None:
 
 
 _CREATED = MessageStatus.CREATED.value
+_PRIORITIES = {"high": 0, "normal": 1, "low": 2}
 
 
 def _messages(row: ValidRow, rules: RowRules) -> tuple[list[dict[str, Any]], RowLinks | None]:
@@ -300,6 +301,7 @@ def _message(
         "time_zones": row.stored_time_zones,
         "params": row.params or None,
         "step": step,
+        "priority": _PRIORITIES.get((row.params or {}).get("priority") or "normal", 1),
         "send_order": row.send_order,
         "required": required,
         "waits_for": waits_for,
