@@ -34,6 +34,7 @@ stop:
 test: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-chromium.sh
+	bash scripts/ensure-kannel.sh
 	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: $(STAMP)

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from sqlalchemy import update
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -19,9 +19,9 @@ from models.errors import NotiflowError, TaskFileError, TaskNotFound
 from models.params import NotificationTaskParams
 from models.settings import get_settings
 from models.tables import NotificationTask, ShortLink
-from providers.base import ProviderRejected
+from providers.base import Provider, ProviderRejected, StatusReport
 from providers.registry import UnknownProvider, provider_named
-from tasks.delivery.track import apply_reports
+from tasks.delivery.track import apply_reports, unknown_ids
 from tasks.intake import task_file
 from tasks.reporting.counts import status_counts
 from tasks.reporting.funnel import funnel_svg
@@ -55,17 +55,38 @@ def health() -> dict[str, str]:
 @public.post("/webhooks/{instance}", dependencies=[Depends(require_webhook_secret)])
 def provider_reports(instance: str, payload: Any = Body(...)) -> dict[str, Any]:  # noqa: B008
     """Delivery reports pushed by a provider instance (its own route, its own secret); polling stays the safety net."""
+    provider, reports = _parse_reports(instance, payload)
+    with session_scope() as session:
+        applied = apply_reports(session, provider.name, reports, "webhook")
+    return {"received": len(reports), "applied": applied}
+
+
+@public.get("/webhooks/{instance}/dlr", dependencies=[Depends(require_webhook_secret)])
+def provider_report_in_query(instance: str, request: Request) -> dict[str, Any]:
+    """A delivery report fetched as a GET whose query is the report (Kannel's dlr-url, with our message reference).
+
+    A report of a message not known yet (it overtook the dispatcher's record of the send) is answered 404 and
+    not applied: the provider asks again later (Kannel: smsbox's http-request-retry and http-queue-delay)."""
+    payload = {key: value for key, value in request.query_params.items() if key != "secret"}
+    provider, reports = _parse_reports(instance, payload)
+    with session_scope() as session:
+        # Asked before applying: a message recorded in between is then applied, never answered 200 unapplied.
+        unknown = unknown_ids(session, provider.name, [r.provider_message_id for r in reports])
+        applied = apply_reports(session, provider.name, [r for r in reports if r.provider_message_id not in unknown], "webhook")
+    if unknown:
+        raise HTTPException(status_code=404, detail=f"no {instance} message {sorted(unknown)[0]!r} (yet): ask again later")
+    return {"received": len(reports), "applied": applied}
+
+
+def _parse_reports(instance: str, payload: Any) -> tuple[Provider, list[StatusReport]]:
     try:
         provider = provider_named(instance)
     except UnknownProvider as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     try:
-        reports = provider.parse_webhook(payload)
+        return provider, provider.parse_webhook(payload)
     except (ProviderRejected, ValueError) as exc:
         raise HTTPException(status_code=422, detail=f"not a {instance} delivery report: {exc}") from exc
-    with session_scope() as session:
-        applied = apply_reports(session, provider.name, reports, "webhook")
-    return {"received": len(reports), "applied": applied}
 
 
 @protected.get("/tasks/{task_id}/funnel.svg")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import select
 from sqlmodel import Session
 
 from models.history import record_each
@@ -40,3 +41,15 @@ def _change(report: StatusReport) -> dict[str, Any]:
         if report.status in DELIVERED_STATUSES:
             change["delivered_at"] = report.at
     return change
+
+
+def unknown_ids(session: Session, provider: str, provider_message_ids: Sequence[str]) -> set[str]:
+    """The ids among `provider_message_ids` that no message sent through `provider` carries (yet): a report can
+    overtake the dispatcher's record of the send, when the provider's id is known before its answer (our ref)."""
+    wanted = set(provider_message_ids)
+    if not wanted:
+        return set()
+    known = session.scalars(
+        select(Message.provider_message_id).where(Message.provider == provider, Message.provider_message_id.in_(wanted))
+    )
+    return wanted - set(known)
