@@ -31,11 +31,15 @@ poll, nothing to look up by reference), so an accepted e-mail ends SENT. The ser
 - 2xx to DATA: accepted (SENT);
 - 5xx to MAIL, RCPT or DATA (mailbox unknown, sender or content refused): that e-mail alone is ERROR,
   with the server's reason;
-- 4xx (mailbox busy, greylisting, too many messages), a dropped connection or a timeout: temporary.
-  The batch stops there. If nothing of it was answered yet, send raises ProviderUnavailable (outcome
-  unknown when the connection broke mid-transaction); otherwise it returns the answers it has, and
-  the e-mails it did not answer stay in flight: dispatch reconciles them by key (this kind cannot be
-  looked up, so they are sent again, with the same Message-ID);
+- 4xx to RCPT (mailbox busy, greylisting): that e-mail alone waits. It is left out of the answer, so
+  it stays in flight and dispatch reconciles it by key: this kind cannot be looked up, so it is sent
+  again with the same Message-ID, once the hand-over deadline has passed (about the wait greylisting
+  asks for); the rest of the batch goes on, so one slow mailbox holds up nobody else's e-mail;
+- 4xx to MAIL or DATA, 421 (too many messages, local error, shutting down), a dropped connection or
+  a timeout: the server is in trouble, and the batch stops there;
+- when nothing of a batch was answered, send raises ProviderUnavailable (outcome unknown when the
+  connection broke mid-transaction), so dispatch gives the batch back and backs off; otherwise it
+  returns the answers it has, and the e-mails it did not answer stay in flight as above;
 - a refused login (535) raises ProviderRejected, naming the user, never the password.
 """
 from __future__ import annotations
@@ -223,6 +227,7 @@ class SmtpProvider(Provider):
     async def _send(self, batch: list[OutgoingMessage]) -> list[Acceptance]:
         smtp = await self._connected()
         answers: list[Acceptance] = []
+        deferred: list[str] = []  # why each e-mail the server asked to try again later was not taken
         for message in batch:
             try:
                 email, sender, message_id = self.email(message)
@@ -234,6 +239,9 @@ class SmtpProvider(Provider):
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refusal = exc.recipients[0]
                 code, reason = refusal.code, refusal.message
+                if 400 <= code < 500 and code != 421:
+                    deferred.append(f"{code} {reason}")
+                    continue
             except aiosmtplib.SMTPResponseException as exc:
                 code, reason = exc.code, exc.message
             except aiosmtplib.SMTPNotSupported as exc:  # e.g. a non-ASCII address and a server without SMTPUTF8
@@ -242,7 +250,7 @@ class SmtpProvider(Provider):
             except (aiosmtplib.SMTPException, OSError) as exc:
                 # A dropped connection or a timeout, maybe after the server had the whole e-mail.
                 self._drop()
-                return self._stopped(answers, f"lost the connection to {self.host} ({type(exc).__name__}: {exc})",
+                return self._stopped(answers, deferred, f"lost the connection to {self.host} ({type(exc).__name__}: {exc})",
                                      outcome_unknown=True)
             else:
                 answers.append(Acceptance(message.ref, message_id))
@@ -252,14 +260,17 @@ class SmtpProvider(Provider):
                 continue
             if code == 421:  # the server is closing the connection
                 self._drop()
-            return self._stopped(answers, f"{self.host} answered {code} {reason}", outcome_unknown=False)
+            return self._stopped(answers, deferred, f"{self.host} answered {code} {reason}", outcome_unknown=False)
+        if deferred:
+            return self._stopped(answers, deferred, f"{self.host} deferred {len(deferred)} e-mails, e.g. {deferred[0]}",
+                                 outcome_unknown=False)
         return answers
 
-    def _stopped(self, answers: list[Acceptance], reason: str, *, outcome_unknown: bool) -> list[Acceptance]:
-        """A temporary failure stopped the batch: raise when nothing of it was answered, else return what was."""
+    def _stopped(self, answers: list[Acceptance], deferred: list[str], reason: str, *, outcome_unknown: bool) -> list[Acceptance]:
+        """Some e-mails were not taken for now: raise when nothing of the batch was answered, else return what was."""
         if not answers:
             raise ProviderUnavailable(f"{self.name}: {reason}", outcome_unknown=outcome_unknown)
-        logger.warning("%s: batch stopped after %d e-mails; the rest are sent again by their key: %s", self.name, len(answers), reason)
+        logger.warning("%s: %d e-mails answered; the others are sent again by their key: %s", self.name, len(answers), reason)
         return answers
 
     async def _connected(self) -> aiosmtplib.SMTP:
