@@ -122,6 +122,8 @@ class SmtpProvider(Provider):
         if not _ADDRESS.fullmatch(sender):
             raise ProviderRejected(f"{name}: the sender {sender!r} is not an e-mail address; set the account's sender "
                                    "to the address e-mails come from, like news@example.com")
+        if implicit_tls and start_tls:
+            raise ProviderRejected(f"{name}: smtps:// is TLS from the first byte; drop the starttls option, or use smtp://")
         self.host, self.port, self.sender = host, port, sender
         self.tracking_url = tracking_url.rstrip("/")
         self.implicit_tls = implicit_tls
@@ -134,8 +136,10 @@ class SmtpProvider(Provider):
         self.timeout = timeout
         self.local_hostname = local_hostname
         self.default_subject = default_subject
-        # The Message-ID's right side: the sender's domain, so ids are unique to this account's mail.
-        self.id_domain = sender.rpartition("@")[2]
+        # The Message-ID's right side: the sender's domain, so ids are unique to this account's mail (a domain too
+        # long for the stored provider id, 128 characters with the ref, gives way to a fixed one).
+        domain = sender.rpartition("@")[2]
+        self.id_domain = domain if len(domain) <= 64 else "notiflow.invalid"
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
