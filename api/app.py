@@ -21,6 +21,7 @@ from models.settings import get_settings
 from models.tables import NotificationTask, ShortLink
 from providers.base import Provider, ProviderRejected, StatusReport
 from providers.registry import UnknownProvider, provider_named
+from tasks.delivery.opens import count_open
 from tasks.delivery.track import apply_reports, unknown_ids
 from tasks.intake import task_file
 from tasks.reporting.counts import status_counts
@@ -192,6 +193,19 @@ def follow_short_link(code: str) -> RedirectResponse:
     if url is None:
         raise HTTPException(status_code=404, detail="this short link does not exist")
     return RedirectResponse(url, status_code=302)
+
+
+# A transparent 1×1 GIF: the smallest image every mail client shows without a complaint.
+PIXEL = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+
+
+@public.get("/o/{token}.gif")
+def email_opened(token: str) -> Response:
+    """A mail client showed an e-mail's open-tracking pixel: count an open on its message. Any token gets the
+    pixel (an e-mail must not show a broken image); only one this server signed counts."""
+    count_open(token)
+    return Response(PIXEL, media_type="image/gif",
+                    headers={"Cache-Control": "no-cache, no-store, must-revalidate, max-age=0", "Pragma": "no-cache", "Expires": "0"})
 
 
 app.include_router(public)

@@ -70,3 +70,26 @@ def signature_valid(path: str, expires: str, signature: str) -> bool:
 def webhook_secret(provider: str) -> str:
     """The secret `provider`'s delivery reports must carry."""
     return hmac.new(server_secret(), f"webhook:{provider}".encode(), hashlib.sha256).hexdigest()
+
+
+# A message's reference as dispatch writes it (task uid, "-", message id): what an open-pixel token names.
+_REF = re.compile(r"[0-9a-f]{1,32}-[0-9]{1,20}")
+
+
+def _open_mac(ref: str) -> str:
+    # 128 bits of the HMAC keep the pixel's address short; guessing one is still out of reach.
+    return hmac.new(server_secret(), f"open:{ref}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def open_token(ref: str) -> str:
+    """The name of the open-tracking pixel of the message `ref`: the ref and its MAC, so nobody counts opens
+    of a message they cannot read."""
+    return f"{ref}.{_open_mac(ref)}"
+
+
+def opened_ref(token: str) -> str | None:
+    """The message ref an open-pixel token names, or None when the token was not made by this server."""
+    ref, dot, mac = token.rpartition(".")
+    if not dot or not _REF.fullmatch(ref):
+        return None
+    return ref if hmac.compare_digest(mac.encode(), _open_mac(ref).encode()) else None

@@ -133,6 +133,9 @@ class Message(SQLModel, table=True):
     template_id: int | None = None
     # Short links that replaced the text's URLs, space-separated (their clicks live in short_link).
     short_links: str | None = Field(default=None, sa_column=Column(Text))
+    # E-mail opens: how often its open-tracking pixel was fetched, and when first (views in the history export).
+    opens: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    opened_at: datetime | None = _ts()
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
     unique_message_id: str | None = Field(default=None, sa_column=Column(Text))

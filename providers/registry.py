@@ -32,6 +32,7 @@ SANDBOX = "sandbox"
 KINDS: dict[str, str] = {
     "sandbox": "providers.sandbox.adapter:SandboxCarrier",
     "kannel": "providers.kannel:KannelGateway",
+    "smtp": "providers.smtp:SmtpProvider",
 }
 
 

@@ -26,8 +26,9 @@ from models.tables import ApiToken, Message
 from notiflow.cli import app as cli
 from tests.test_api import sent_message_and_its_report
 
-# What strangers may reach: short links (recipients), health (monitors) and provider webhooks (their own secret).
-PUBLIC = {"/health", "/s/{code}"}
+# What strangers may reach: short links and e-mail open pixels (recipients), health (monitors) and provider
+# webhooks (their own secret).
+PUBLIC = {"/health", "/s/{code}", "/o/{token}.gif"}
 WEBHOOKS = "/webhooks/"
 
 

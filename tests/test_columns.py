@@ -186,6 +186,13 @@ def test_params_keep_typed_values_hide_secrets_and_mask_the_card() -> None:
     assert "hunter2" not in json.dumps(result.params) and "s3cr3t" not in json.dumps(result.params)
 
 
+def test_an_email_row_keeps_its_subject_for_the_email() -> None:
+    (result,) = check(["email", "text", "channel", "E-mail Subject"], ["anna@example.com", "Your order is ready", "email", "Order 1001"])
+    assert isinstance(result, ValidRow) and result.channel is Channel.EMAIL and result.params == {"subject": "Order 1001"}
+    (too_long,) = check(["email", "text", "channel", "subject"], ["anna@example.com", "hi", "email", "x" * 256])
+    assert errors(too_long) == [("subject", "invalid_subject", "is 256 characters long; at most 255 are allowed")]
+
+
 @pytest.mark.parametrize(
     ("cell", "expected"),
     [("26-12-01 10:30:00", "2026-12-01T10:30:00"), ("2026-12-01 10:30", "2026-12-01T10:30:00"),

@@ -445,6 +445,8 @@ def _columns() -> tuple[Column, ...]:
                "message body, split into SMS parts, at most NOTIFLOW_MAX_TEXT_CHARS characters (default 20,000); "
                "may use {name} placeholders filled from variables",
                "Hello, {name}! Your order is ready.", aliases=("message content",)),
+        Column("subject", content, text(max_chars=255), "e-mail subject, ≤ 255 characters; default: the text's first line",
+               "Your order is ready", aliases=("e-mail subject", "email subject")),
         Column("template id", content, integer(1, 2**63 - 1), "id of a stored template (notiflow template list); when set, text is ignored", None),
         Column("template name", content, text(max_chars=255), "registered template name; required for WhatsApp and chat", "order_ready",
                required_for=whatsapp | chat),

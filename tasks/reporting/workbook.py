@@ -90,7 +90,7 @@ def _message_row(message: Message, zone: ZoneInfo, clicks: int) -> list[Any]:
         message.id, message.bulk_id, message.group_id, message.flow_id, message.status, message.status_description,
         message.channel, message.sender if message.channel == "sms" else None, message.recipient, message.text,
         message.fee, None, message.template_id, message.template_name, json.dumps(message.variables, ensure_ascii=False) if message.variables else None,
-        message.parts, 0, 0, message.short_links, clicks,
+        message.parts, message.opens, 0, message.short_links, clicks,
         _local(message.created_at, zone), _local(message.sent_at, zone), _local(message.delivered_at, zone),
         _local(message.scheduled_at, zone), _local(message.expires_at, zone),
     ]
