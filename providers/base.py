@@ -121,7 +121,9 @@ class Capabilities:
     channels: frozenset[Channel]
     # Most messages in one request (an SMPP or SMTP adapter takes a batch and sends it message by message).
     batch_size: int = 100
-    # Requests the dispatcher may have outstanding at once, and the most per second (None: no pacing).
+    # send() calls the dispatcher may have outstanding at once (an adapter whose service takes one message
+    # a request spreads a batch over its own requests instead, and declares 1), and the most messages
+    # per second (None: no pacing).
     in_flight: int = 1
     per_second: float | None = None
     max_body_bytes: int = 1_000_000

@@ -106,9 +106,10 @@ class KannelGateway(HttpProvider):
     kind = "kannel"
     capabilities = Capabilities(
         channels=frozenset({Channel.SMS}),
-        # sendsms takes one message a request: the adapter sends a batch's messages `in_flight` at a time.
+        # sendsms takes one message a request: the adapter spreads a batch over its own requests in flight
+        # (the account's `in_flight` option), so the dispatcher makes one send() call at a time.
         batch_size=100,
-        in_flight=16,
+        in_flight=1,
         max_parts=1,
         reports=Reports.PUSH,
         lookup=False,
@@ -142,7 +143,8 @@ class KannelGateway(HttpProvider):
         self.smsc = smsc
         self.dlr_mask = dlr_mask
         # This account's numbers, read by the dispatcher like any provider's.
-        self.capabilities = replace(type(self).capabilities, max_parts=max_parts, in_flight=in_flight)  # type: ignore[misc]
+        self.capabilities = replace(type(self).capabilities, max_parts=max_parts)  # type: ignore[misc]
+        self.requests_in_flight = in_flight
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
@@ -167,7 +169,7 @@ class KannelGateway(HttpProvider):
         with self._lock:
             super().open()
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.capabilities.in_flight, thread_name_prefix=f"kannel-{self.name}")
+                self._pool = ThreadPoolExecutor(self.requests_in_flight, thread_name_prefix=f"kannel-{self.name}")
 
     def close(self) -> None:
         with self._lock:
