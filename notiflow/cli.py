@@ -178,6 +178,15 @@ def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")]
     result = summary(finished)
     _print_summary(result)
     if result["task_id"] is not None:
+        from notiflow.follow import chain_statuses
+
+        chains = Table(title="Rows with a fallback chain: each channel's messages by status (the report's Fallback sheet has every row)")
+        for column in ("channel", "status", "messages"):
+            chains.add_column(column)
+        for (channel, status), number in chain_statuses(result["task_id"]).items():
+            chains.add_row(channel, status, str(number))
+        if chains.row_count:
+            out.print(chains)
         table = Table(title="Rejected rows", show_lines=False)
         for column in ("row", "column", "reason"):
             table.add_column(column)

@@ -103,3 +103,14 @@ def rejections(task_id: int, limit: int | None = None) -> list[Rejection]:
         if limit:
             query = query.limit(limit)
         return list(session.scalars(query))
+
+
+def chain_statuses(task_id: int) -> dict[tuple[str, str], int]:
+    """How many messages of the task's fallback chains ended in each status, per channel, in chain order."""
+    with session_scope() as session:
+        rows = session.execute(
+            select(Message.channel, Message.status, func.count(), func.min(Message.step))
+            .where(Message.task_id == task_id, Message.send_order.is_not(None))
+            .group_by(Message.channel, Message.status)
+        ).all()
+    return {(channel, status): number for channel, status, number, _step in sorted(rows, key=lambda r: (r[3], r[0], r[1]))}

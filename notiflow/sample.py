@@ -1,4 +1,5 @@
-"""Writes the demo's sample notification-task file: 1,000 rows, a few of them wrong on purpose."""
+"""Writes the demo's sample notification-task file: 1,000 rows, a few of them wrong on purpose, one in
+five tried on Viber first with SMS as its fallback."""
 from __future__ import annotations
 
 import random
@@ -30,7 +31,7 @@ def write_sample(path: Path, rows: int = 1000, seed: int = 7) -> Path:
     rng = random.Random(seed)
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("messages")
-    sheet.append(["Phone", "Text", "Channel", "External ID", "Validity period"])
+    sheet.append(["Phone", "Text", "Channel", "Channels", "External ID", "Validity period"])
     for index in range(rows):
         subscriber = 9_000_000_000 + rng.randrange(100_000_000, 999_999_999)
         style = index % 4
@@ -39,12 +40,13 @@ def write_sample(path: Path, rows: int = 1000, seed: int = 7) -> Path:
             else f"8 ({str(subscriber)[:3]}) {str(subscriber)[3:6]}-{str(subscriber)[6:8]}-{str(subscriber)[8:]}" if style == 2
             else f"7{subscriber}"
         )
-        row = {"phone": phone, "text": TEXTS[index % len(TEXTS)].format(n=10_000 + index), "channel": "sms",
-               "external id": f"crm-{index + 1}", "validity period": 1440}
+        cascade = index % 5 == 4  # Viber first; SMS when Viber does not deliver (spec §4)
+        row = {"phone": phone, "text": TEXTS[index % len(TEXTS)].format(n=10_000 + index), "channel": None if cascade else "sms",
+               "channels": '["viber", "sms"]' if cascade else None, "external id": f"crm-{index + 1}", "validity period": 1440}
         if index % 37 == 36:
             column, value = MISTAKES[(index // 37) % len(MISTAKES)]
             row[column] = value
-        sheet.append([row["phone"], row["text"], row["channel"], row["external id"], row["validity period"]])
+        sheet.append([row["phone"], row["text"], row["channel"], row["channels"], row["external id"], row["validity period"]])
     path.parent.mkdir(parents=True, exist_ok=True)
     workbook.save(path)
     return path

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from openpyxl import load_workbook
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -48,6 +49,11 @@ def configure(carrier: httpx.Client, **changes: Any) -> None:
 
 def run_rows(tmp_path: Path, rows: list[list[Any]]) -> tuple[int, dict[int, dict[str, str]], Counter[str]]:
     """Run a task of `rows` to its end; returns its id, each row's channel → status, and what the carrier took per channel."""
+    task_id, chains, taken, _report = run_rows_with_report(tmp_path, rows)
+    return task_id, chains, taken
+
+
+def run_rows_with_report(tmp_path: Path, rows: list[list[Any]]) -> tuple[int, dict[int, dict[str, str]], Counter[str], str]:
     path = write_xlsx(tmp_path / f"chain-{uuid.uuid4().hex[:6]}.xlsx", HEADER, rows)
     summary = notiflow("run", str(path), "--json", "--wait", "--window", "00:00-24:00")
     task_id = summary["task_id"]
@@ -60,7 +66,7 @@ def run_rows(tmp_path: Path, rows: list[list[Any]]) -> tuple[int, dict[int, dict
             chains.setdefault(row, {})[channel] = status
     taken = Counter(m["channel"] for m in httpx.get(f"{os.environ['NOTIFLOW_SANDBOX_URL']}/messages", timeout=10).json()["messages"]
                     if m["ref"].startswith(f"{uid}-"))
-    return task_id, chains, taken
+    return task_id, chains, taken, summary["report"]
 
 
 def test_a_failing_viber_falls_back_to_sms_and_the_rest_of_the_chain_is_skipped(carrier: httpx.Client, tmp_path: Path, engine: Any) -> None:
@@ -68,9 +74,14 @@ def test_a_failing_viber_falls_back_to_sms_and_the_rest_of_the_chain_is_skipped(
     rows = [[p, f"c{i}@example.com", f"Order {i} is ready", None, '["viber", "sms", "email"]', None, None, None]
             for i, p in enumerate(phones(6, start=uuid.uuid4().int % 9_000_000))]
 
-    task_id, chains, taken = run_rows(tmp_path, rows)
+    task_id, chains, taken, report = run_rows_with_report(tmp_path, rows)
 
     assert list(chains.values()) == [{"viber": "UNDELIVERED", "sms": "DELIVERED", "email": "SKIPPED"}] * 6
+    workbook = load_workbook(report, read_only=True)
+    fallback = list(workbook["Fallback"].iter_rows(values_only=True))
+    assert fallback[0] == ("row", "channels in order", "statuses in order", "delivered by")
+    assert [r[1:] for r in fallback[1:]] == [("viber → sms → email", "UNDELIVERED → DELIVERED → SKIPPED", "sms")] * 6
+    assert ("viber → sms → email", "delivered by sms", 6) in list(workbook["Summary"].iter_rows(values_only=True))
     assert taken == Counter({"viber": 6, "sms": 6})  # e-mail never sent
     with Session(engine) as session:
         skipped = session.scalars(select(StatusEvent.description).where(StatusEvent.task_id == task_id, StatusEvent.status == "SKIPPED")).all()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
+from itertools import groupby
 from decimal import Decimal
 
 from openpyxl import Workbook
@@ -13,6 +15,7 @@ from sqlmodel import Session
 
 from models.db import get_engine, session_scope
 from models.settings import get_settings
+from models.status import DELIVERED_STATUSES
 from models.tables import Message, NotificationTask, Rejection
 from tasks.reporting.counts import status_counts
 from tasks.reporting.workbook import (
@@ -58,6 +61,8 @@ def build_report(task_id: int) -> ReportResult:
         for rejection in session.scalars(select(Rejection).where(Rejection.task_id == task_id).order_by(Rejection.row, Rejection.id)):
             append(rejected, [rejection.row, rejection.column, rejection.value, rejection.reason])
 
+        outcomes = _write_chains(workbook, session, task_id)
+
         summary = workbook.create_sheet("Summary")
         header(summary, ("notification task", notification_task.name))
         summary.append(["accepted rows", notification_task.accepted])
@@ -67,6 +72,11 @@ def build_report(task_id: int) -> ReportResult:
         summary.append(["status", "messages"])
         for status, number in sorted(counts.items()):
             append(summary, [status, number])
+        if outcomes:
+            summary.append([])
+            summary.append(["fallback chain", "outcome", "rows"])
+            for (chain, outcome), number in sorted(outcomes.items()):
+                append(summary, [chain, outcome, number])
     save(workbook, path)
 
     with session_scope(engine) as session:
@@ -76,6 +86,36 @@ def build_report(task_id: int) -> ReportResult:
         notification_task.counts = counts
         session.add(notification_task)
     return ReportResult(path=str(path), counts=counts, total_fee=str(total_fee))
+
+
+CHAIN_COLUMNS = ("row", "channels in order", "statuses in order", "delivered by")
+
+
+def _write_chains(workbook: Workbook, session: Session, task_id: int) -> Counter[tuple[str, str]]:
+    """The "Fallback" sheet: each row of several channels with every channel's status in the order
+    tried (spec §4), when the task has such rows; returns how many rows each chain ended how."""
+    query = (
+        select(Message.row, Message.channel, Message.status, Message.required)
+        .where(Message.task_id == task_id, Message.send_order.is_not(None))
+        .order_by(Message.row, Message.step)
+        .execution_options(yield_per=5000)
+    )
+    outcomes: Counter[tuple[str, str]] = Counter()
+    sheet = None
+    for row, steps in groupby(session.execute(query), key=lambda step: step.row):
+        steps = list(steps)
+        if sheet is None:
+            sheet = workbook.create_sheet("Fallback")
+            sheet.freeze_panes = "A2"
+            header(sheet, CHAIN_COLUMNS)
+        chain = " → ".join(step.channel + (" (required)" if step.required else "") for step in steps)
+        delivered = [step.channel for step in steps if step.status in _DELIVERED]
+        append(sheet, [row, chain, " → ".join(step.status for step in steps), ", ".join(delivered)])
+        outcomes[chain, f"delivered by {', '.join(delivered)}" if delivered else "not delivered (yet)"] += 1
+    return outcomes
+
+
+_DELIVERED = {s.value for s in DELIVERED_STATUSES}
 
 
 def _slug(name: str) -> str:
