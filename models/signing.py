@@ -1,4 +1,5 @@
-"""The server's secret: signed, expiring links for what the run's artifacts show, and the providers' webhook secrets.
+"""The server's secret: signed, expiring links for what the run's artifacts show, the providers' webhook secrets
+and the default key of the status callbacks' signatures.
 
 Links in the Prefect UI cannot carry an Authorization header, so they carry an HMAC of their path
 and expiry instead; a webhook carries a secret derived from the same key for its provider.
@@ -70,3 +71,8 @@ def signature_valid(path: str, expires: str, signature: str) -> bool:
 def webhook_secret(provider: str) -> str:
     """The secret `provider`'s delivery reports must carry."""
     return hmac.new(server_secret(), f"webhook:{provider}".encode(), hashlib.sha256).hexdigest()
+
+
+def derived_callback_secret() -> str:
+    """The key status callbacks are signed with when neither NOTIFLOW_CALLBACK_SECRET nor a Secret block gives one."""
+    return hmac.new(server_secret(), b"callbacks", hashlib.sha256).hexdigest()
