@@ -14,6 +14,8 @@ import hmac
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -39,6 +41,7 @@ from models.tables import Callback, Message, NotificationTask, StatusEvent, utcn
 from tasks.control.lifecycle import open_task
 from tasks.delivery.callbacks import CallbackTally, deliver_due, signing_key
 from tasks.intake.intake import intake
+from tests.files import phones, write_xlsx
 from tests.sandbox_fixtures import wait_until
 
 KEY = b"test-callback-key"
@@ -412,3 +415,60 @@ def test_a_task_files_callback_url_and_data_are_kept_and_its_changes_enter_the_o
         queued = session.scalar(select(StatusEvent.id).where(StatusEvent.message_id == with_url.id, StatusEvent.status == "QUEUED"))
         outboxed = session.execute(select(Callback.event_id, Callback.message_id).where(Callback.message_id.in_([with_url.id, without.id]))).all()
     assert outboxed == [(queued, with_url.id)]  # its creation is no change; the other row has no callback url
+
+
+@pytest.mark.e2e
+def test_a_campaigns_changes_reach_its_receiver_from_the_deliver_callbacks_deployment(
+    stack: Any, engine: Engine, receiver: Receiver, tmp_path: Path
+) -> None:
+    """As a customer sees it: a campaign run with `notiflow run`, its callbacks sent by the deployment `notiflow server`
+    serves (a run started here, beside the scheduled ones: each change still arrives once)."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from flows.callbacks import DELIVER_CALLBACKS
+
+    rows = [[phone, f"Hello {i}", f"{receiver.url}/campaign?row={i}", json.dumps({"order": i})]
+            for i, phone in enumerate(phones(4, start=uuid.uuid4().int % 9_000_000))]
+    path = write_xlsx(tmp_path / "callbacks.xlsx", ["phone", "text", "callback url", "callback data"], rows)
+    result = subprocess.run([sys.executable, "-m", "notiflow.cli", "run", str(path), "--json", "--window", "00:00-24:00"],
+                            capture_output=True, text=True, timeout=240, env=os.environ.copy())
+    assert result.returncode == 0, result.stderr + result.stdout
+    task_id = json.loads(result.stdout)["task_id"]
+    with Session(engine) as session:
+        changes = session.execute(
+            select(StatusEvent.message_id, StatusEvent.status).where(StatusEvent.task_id == task_id, StatusEvent.status != "CREATED")
+            .order_by(StatusEvent.id)
+        ).all()
+    expected: dict[int, list[str]] = defaultdict(list)
+    for message_id, status in changes:
+        expected[message_id].append(status)
+    assert len(expected) == 4 and all(statuses[-1] in ("DELIVERED", "UNDELIVERED") for statuses in expected.values())
+
+    run = run_deployment(DELIVER_CALLBACKS, parameters={"seconds": 15}, timeout=0)
+    wait_until(lambda: len(receiver.on("/campaign")) >= len(changes), timeout=90, interval=0.2, what="every change at the receiver")
+    with get_client(sync_client=True) as client:
+        final = wait_until(lambda: (s := client.read_flow_run(run.id).state) is not None and s.is_final() and s, timeout=90, interval=0.5)
+    assert final.is_completed(), final.message
+
+    received = receiver.on("/campaign")
+    assert len({r.json["event_id"] for r in received}) == len(received) == len(changes)
+    assert statuses_by_message(received) == expected
+    key = signing_key()  # no Secret block and no setting: the key derived from the server's secret, as the server's runs use
+    assert all(signed_correctly(r, key) for r in received)
+    assert {r.json["callback_data"]["order"] for r in received} == {0, 1, 2, 3}
+
+
+@pytest.mark.e2e
+def test_the_signing_key_comes_from_a_prefect_secret_block_when_one_is_named(stack: Any, settings: Any) -> None:
+    from prefect.blocks.system import Secret
+
+    name = f"callback-key-{uuid.uuid4().hex[:8]}"
+    Secret(value="kept-in-prefect").save(name)
+    try:
+        settings(callback_secret="", callback_secret_block=name)
+        assert signing_key() == b"kept-in-prefect"
+        settings(callback_secret="the-environment-wins")
+        assert signing_key() == b"the-environment-wins"
+    finally:
+        Secret.delete(name)
