@@ -24,6 +24,8 @@ app.add_typer(template_app, name="template", help="Templates: create, list, sear
 app.add_typer(sender_app, name="sender", help="Registered sender names per channel.")
 token_app = typer.Typer(no_args_is_help=True)
 app.add_typer(token_app, name="token", help="API tokens: create (shown once), list, revoke.")
+callbacks_app = typer.Typer(no_args_is_help=True)
+app.add_typer(callbacks_app, name="callbacks", help="Status callbacks to the rows' callback url: the key that signs them.")
 
 
 def _emit(data: Any) -> None:
@@ -381,6 +383,14 @@ def token_revoke(name: Annotated[str, typer.Argument(help="The token's name")]) 
 
     revoke_token(name)
     out.print(f"token {name} revoked")
+
+
+@callbacks_app.command("secret")
+def callbacks_secret() -> None:
+    """Print the key status callbacks are signed with, for the receivers to check X-Notiflow-Signature."""
+    from tasks.delivery.callbacks import signing_key
+
+    sys.stdout.write(signing_key().decode() + "\n")
 
 
 @app.command()

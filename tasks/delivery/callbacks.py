@@ -36,7 +36,7 @@ from sqlalchemy import Engine, bindparam, exists, or_, select, update
 from sqlalchemy.exc import OperationalError
 
 from models.db import session_scope
-from models.errors import HostUnresolved, UrlRefused
+from models.errors import HostUnresolved, NotiflowError, UrlRefused
 from models.settings import Settings, get_settings
 from models.signing import derived_callback_secret
 from models.status import CallbackState
@@ -149,6 +149,12 @@ def signing_key() -> bytes:
             return str(Secret.load(settings.callback_secret_block).get()).encode()
         except ValueError:  # no such block: the derived key
             pass
+        except httpx.HTTPError as exc:
+            # Not the derived key instead: receivers would see signatures made with the wrong key.
+            raise NotiflowError(
+                f"the callbacks' key could not be read from the Prefect Secret block {settings.callback_secret_block!r}: "
+                f"the Prefect API did not answer ({type(exc).__name__}); start `notiflow server` or set NOTIFLOW_CALLBACK_SECRET"
+            ) from exc
     return derived_callback_secret().encode()
 
 
