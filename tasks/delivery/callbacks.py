@@ -105,20 +105,25 @@ def deliver(until: datetime) -> CallbackTally:
     """Deliver due callbacks until `until`, looking for new ones every second when none are due."""
     key = signing_key()
     tally = CallbackTally()
-    while (left := (until - utcnow()).total_seconds()) > 0:
-        try:
-            done = deliver_due(key)
-        except OperationalError:  # the database away for a moment: the claims expire, the next pass retakes them
-            logger.exception("callback pass failed; trying again")
-            done = CallbackTally()
-        tally += done
-        if not done.claimed:
-            time.sleep(min(IDLE_SECONDS, left))
+    # The connections to each receiver stay open from one pass to the next.
+    with _Clients(get_settings()) as clients:
+        while (left := (until - utcnow()).total_seconds()) > 0:
+            try:
+                done = deliver_due(key, clients=clients)
+            except OperationalError:  # the database away for a moment: the claims expire, the next pass retakes them
+                logger.exception("callback pass failed; trying again")
+                done = CallbackTally()
+            tally += done
+            if not done.claimed:
+                time.sleep(min(IDLE_SECONDS, left))
     return tally
 
 
-def deliver_due(key: bytes, engine: Engine | None = None) -> CallbackTally:
+def deliver_due(key: bytes, engine: Engine | None = None, clients: _Clients | None = None) -> CallbackTally:
     """One pass: claim up to callback_batch_size due callbacks, send them, record what happened."""
+    if clients is None:
+        with _Clients(get_settings()) as own:
+            return deliver_due(key, engine, own)
     settings = get_settings()
     started = time.monotonic()
     token = uuid.uuid4().hex
@@ -127,7 +132,7 @@ def deliver_due(key: bytes, engine: Engine | None = None) -> CallbackTally:
         dues, gone = _load(session, claimed) if claimed else ([], [])
     if not claimed:
         return CallbackTally()
-    outcomes = _send_all(dues, key, settings, started + START_WITHIN_SECONDS)
+    outcomes = _send_all(dues, key, settings, clients, started + START_WITHIN_SECONDS)
     outcomes += [_Outcome(event_id, tried=True, error="its message or status event no longer exists") for event_id in gone]
     with session_scope(engine) as session:
         tally = _record(session, token, outcomes, {due.event_id: due for due in dues}, settings)
@@ -235,10 +240,10 @@ def payload(row: Any) -> bytes:
     })
 
 
-def _send_all(dues: list[_Due], key: bytes, settings: Settings, start_by: float) -> list[_Outcome]:
+def _send_all(dues: list[_Due], key: bytes, settings: Settings, clients: _Clients, start_by: float) -> list[_Outcome]:
     if not dues:
         return []
-    with _Clients(settings) as clients, ThreadPoolExecutor(max_workers=min(settings.callback_concurrency, len(dues))) as pool:
+    with ThreadPoolExecutor(max_workers=min(settings.callback_concurrency, len(dues))) as pool:
         return list(pool.map(lambda due: _send(due, key, settings, clients, start_by), dues))
 
 
