@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from prefect import Flow
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
-from prefect.schedules import Cron
+from prefect.schedules import Cron, Interval, Schedule
 
 from models.settings import get_settings
 
@@ -44,14 +44,19 @@ def served_deployments() -> list[RunnerDeployment]:
     for entry in declared():
         options: dict[str, Any] = {}
         if entry.get("schedules"):
-            # In the account's zone (NOTIFLOW_TIMEZONE; the file's Europe/Moscow is its default): a history
-            # report's "previous day" is the account's day, wherever the server runs.
-            options["schedules"] = [
-                Cron(s["cron"], timezone=zone, parameters=s.get("parameters", {}), slug=s.get("slug"))
-                for s in entry["schedules"]
-            ]
+            options["schedules"] = [_schedule(s, zone) for s in entry["schedules"]]
         deployments.append(flow_of(entry).to_deployment(
             name=entry["name"], description=entry["description"], tags=entry.get("tags", []),
             entrypoint_type=EntrypointType.MODULE_PATH, **options,
         ))
     return deployments
+
+
+def _schedule(written: dict[str, Any], zone: str) -> Schedule:
+    """A prefect.yaml schedule entry: a cron in the account's zone (NOTIFLOW_TIMEZONE; the file's Europe/Moscow is
+    its default: a history report's "previous day" is the account's day, wherever the server runs), or an interval
+    in seconds."""
+    options: dict[str, Any] = {"parameters": written.get("parameters", {}), "slug": written.get("slug")}
+    if "interval" in written:
+        return Interval(written["interval"], **options)
+    return Cron(written["cron"], timezone=zone, **options)

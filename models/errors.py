@@ -64,3 +64,20 @@ class CompositionError(NotiflowError, ValueError):
 
 class NoWindow(NotiflowError):
     """No instant lies inside the windows in every one of the zones (strict local time)."""
+
+
+class UrlRefused(NotiflowError):
+    """A URL from a customer that notiflow will not call: not http(s) with a host, or leading to an address that
+    is not public (see tasks/addresses.py); `host` names the host when the address was the reason."""
+
+    def __init__(self, message: str, *, host: str = ""):
+        super().__init__(message)
+        self.host = host
+
+
+class HostUnresolved(NotiflowError):
+    """A URL's host name did not resolve (it may later: DNS is down, or the name is new)."""
+
+    def __init__(self, host: str):
+        super().__init__(f"host {host!r} could not be resolved")
+        self.host = host

@@ -4,6 +4,11 @@ A status never moves backwards, whoever writes it (a dispatch, a poll, a webhook
 in its own process): every change is one UPDATE whose WHERE names the statuses a message may leave for
 the new one, so the database decides, not a value read earlier. The history gets one event for each
 row that UPDATE … RETURNING reports moved (SQLite ≥ 3.35 and PostgreSQL both return them).
+
+A moved message whose row has a `callback url` also gets its event into the callbacks' outbox, in the
+same statement or transaction: a change and its callback are committed together or not at all. (The
+events' ids are no cursor a reader could follow instead: PostgreSQL hands them out at insert, so a long
+transaction commits ids lower than ones already visible, which a cursor would have passed.)
 """
 from __future__ import annotations
 
@@ -16,14 +21,18 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Session
 
 from models.db import json_text
-from models.status import FINAL_STATUSES, UNSENT_STATUSES, MessageStatus
-from models.tables import Message, StatusEvent, utcnow
+from models.status import FINAL_STATUSES, UNSENT_STATUSES, CallbackState, MessageStatus
+from models.tables import Callback, Message, StatusEvent, utcnow
 
 # Messages per statement: a CASE per changed column keeps well under SQLite's 32,766 parameters;
 # an event copy names only ids, so it takes more at once.
 _CHUNK = 500
 _EVENT_CHUNK = 10_000
 _COLUMNS = Message.__table__.c
+# Whether a message's row has a callback url (its params hold the row's other columns, JSON).
+_CALLS_BACK = _COLUMNS.params["callback url"].as_string().is_not(None)
+# PostgreSQL: the next status event id, from the sequence behind the table's id column (looked up once a statement).
+_EVENT_IDS = func.nextval(select(func.pg_get_serial_sequence(StatusEvent.__tablename__, "id")).scalar_subquery())
 
 _last_stamp = datetime.min.replace(tzinfo=utcnow().tzinfo)
 
@@ -148,26 +157,44 @@ def _move(
     session: Session, condition: ColumnElement[bool], status: MessageStatus, allowed: list[MessageStatus],
     source: str, values: dict[str, Any],
 ) -> int:
-    """One conditional UPDATE … RETURNING, and one event for each message it moved; returns how many."""
+    """One conditional UPDATE … RETURNING, and one event for each message it moved (and its callback, for a
+    message with a callback url); returns how many."""
     at = utcnow()
     moving = (
         update(Message)
         .where(condition, Message.status.in_([s.value for s in allowed]))
         .values(status=status.value, status_updated_at=at, **values)
-        .returning(Message.id, Message.task_id, Message.status_description)
+        .returning(Message.id, Message.task_id, Message.status_description, _CALLS_BACK.label("calls_back"))
     )
     if session.get_bind().dialect.name == "postgresql":
         # One statement: the events are inserted from the rows the UPDATE returns (a data-modifying
         # WITH), where asking by 300,000 returned ids took three times as long as the cancel itself.
+        # Each moved row takes its event id first, so its event and its callback are both inserted from
+        # those rows: matching the inserted events back to the moved rows was a join of two WITH results,
+        # which the planner, knowing neither's size, could run as a nested loop (a 100,000-message cancel
+        # was still running after 18 minutes).
         moved = moving.cte("moved")
-        logging = _events(moved, status.value, source, at).cte("logging")
-        return session.execute(select(func.count()).select_from(moved).add_cte(logging)).scalar_one()
+        numbered = select(_EVENT_IDS.label("event_id"), moved).cte("numbered")
+        logging = _events(numbered, status.value, source, at, ids=numbered.c.event_id).cte("logging")
+        calling = _callbacks(select(numbered.c.event_id, numbered.c.id).where(numbered.c.calls_back), at).cte("calling")
+        return session.execute(select(func.count()).select_from(numbered).add_cte(logging).add_cte(calling)).scalar_one()
     # SQLite has no data-modifying WITH: the events are copied from the rows with the returned ids,
     # still inside the database (no per-row work in Python) and inside the same write transaction.
-    ids = [row.id for row in session.execute(moving.execution_options(synchronize_session=False))]
+    returned = session.execute(moving.execution_options(synchronize_session=False)).all()
+    if not returned:
+        return 0
+    # The UPDATE holds SQLite's write lock: every event id above this one is inserted below.
+    before = session.execute(select(func.coalesce(func.max(StatusEvent.id), 0))).scalar_one()
+    ids = [row.id for row in returned]
     for start in range(0, len(ids), _EVENT_CHUNK):
         chunk = select(Message.id, Message.task_id, Message.status_description).where(Message.id.in_(ids[start : start + _EVENT_CHUNK]))
         _log(session, chunk.subquery(), status.value, source, at)
+    calling = [row.id for row in returned if row.calls_back]
+    for start in range(0, len(calling), _EVENT_CHUNK):
+        logged = select(StatusEvent.id, StatusEvent.message_id).where(
+            StatusEvent.id > before, StatusEvent.message_id.in_(calling[start : start + _EVENT_CHUNK])
+        )
+        session.execute(_callbacks(logged, at))
     return len(ids)
 
 
@@ -185,9 +212,21 @@ def _log(session: Session, messages: Any, status: str, source: str, at: datetime
     session.execute(_events(messages, status, source, at))
 
 
-def _events(messages: Any, status: str, source: str, at: datetime) -> Any:
+def _events(messages: Any, status: str, source: str, at: datetime, ids: Any = None) -> Any:
+    """An event for each row of `messages`; `ids`: their ids, taken already (else the table's own)."""
     picked = select(
-        messages.c.id, messages.c.task_id, literal(status), messages.c.status_description, literal(source),
-        literal(at, type_=StatusEvent.__table__.c.at.type),
+        *([ids] if ids is not None else []), messages.c.id, messages.c.task_id, literal(status), messages.c.status_description,
+        literal(source), literal(at, type_=StatusEvent.__table__.c.at.type),
     )
-    return insert(StatusEvent.__table__).from_select(["message_id", "task_id", "status", "description", "source", "at"], picked)
+    columns = ["message_id", "task_id", "status", "description", "source", "at"]
+    return insert(StatusEvent.__table__).from_select((["id"] if ids is not None else []) + columns, picked)
+
+
+def _callbacks(events: Any, at: datetime) -> Any:
+    """Put each event `events` selects (its id, then its message's) into the callbacks' outbox, due now."""
+    event_id, message_id = events.subquery().c
+    picked = select(
+        event_id, message_id, literal(CallbackState.DUE.value), literal(0),
+        literal(at, type_=Callback.__table__.c.next_attempt_at.type), literal(""),
+    )
+    return insert(Callback.__table__).from_select(["event_id", "message_id", "state", "attempts", "next_attempt_at", "last_error"], picked)

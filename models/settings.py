@@ -6,7 +6,7 @@ from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PRICES = {
@@ -96,6 +96,25 @@ class Settings(BaseSettings):
     secret_key: str = ""
     # How long a signed report link in a run's artifacts stays valid.
     signed_link_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+
+    # --- Status callbacks to the rows' `callback url` (tasks/delivery/callbacks.py) ---
+    # Networks (CIDR) a callback URL may reach although they are not public, e.g. ["10.20.0.0/16"] for a
+    # receiver inside your network; loopback, private, link-local, multicast and reserved addresses are refused otherwise.
+    callback_private_networks: list[str] = Field(default_factory=list)
+    # The key callbacks are signed with (HMAC-SHA256). Empty: the Prefect Secret block named
+    # callback_secret_block if it exists, else a key derived from secret_key (`notiflow callbacks secret` shows it).
+    callback_secret: SecretStr = SecretStr("")
+    callback_secret_block: str = "notiflow-callback-secret"
+    # Connect, send and answer each within this many seconds; a receiver's answer is read up to 64 KiB.
+    callback_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A failed callback is tried again after this many seconds, doubling up to the maximum, until the status
+    # change it reports is callback_give_up_seconds old (24 h), when it is given up.
+    callback_retry_first_seconds: float = Field(default=10.0, gt=0)
+    callback_retry_max_seconds: float = Field(default=3600.0, gt=0)
+    callback_give_up_seconds: float = Field(default=24 * 3600.0, gt=0)
+    # Callbacks claimed per database round trip, and requests in flight at once.
+    callback_batch_size: int = Field(default=200, ge=1, le=5000)
+    callback_concurrency: int = Field(default=16, ge=1, le=256)
 
     @property
     def resolved_database_url(self) -> str:

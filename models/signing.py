@@ -1,4 +1,5 @@
-"""The server's secret: signed, expiring links for what the run's artifacts show, and the providers' webhook secrets.
+"""The server's secret: signed, expiring links for what the run's artifacts show, the providers' webhook secrets
+and the default key of the status callbacks' signatures.
 
 Links in the Prefect UI cannot carry an Authorization header, so they carry an HMAC of their path
 and expiry instead; a webhook carries a secret derived from the same key for its provider.
@@ -93,3 +94,8 @@ def opened_ref(token: str) -> str | None:
     if not dot or not _REF.fullmatch(ref):
         return None
     return ref if hmac.compare_digest(mac.encode(), _open_mac(ref).encode()) else None
+
+
+def derived_callback_secret() -> str:
+    """The key status callbacks are signed with when neither NOTIFLOW_CALLBACK_SECRET nor a Secret block gives one."""
+    return hmac.new(server_secret(), b"callbacks", hashlib.sha256).hexdigest()

@@ -123,3 +123,12 @@ class TaskState(StrEnum):
 
 # The states of a task that has finished (finished_at set): a pause or a failure mark leaves it as it is.
 ENDED_TASK_STATES = frozenset({TaskState.COMPLETED, TaskState.CANCELLED, TaskState.FAILED})
+
+
+class CallbackState(StrEnum):
+    """Where a status change stands on its way to the message's `callback url`."""
+
+    DUE = "due"  # to be sent (again) at its next attempt time
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GIVEN_UP = "given up"  # every attempt failed until the change was callback_give_up_seconds (24 h) old
+    REFUSED = "refused"  # the URL leads to an address notiflow may not reach: never sent

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from models.status import Channel, MessageStatus, TaskState
+from models.status import CallbackState, Channel, MessageStatus, TaskState
 
 
 def utcnow() -> datetime:
@@ -204,6 +204,33 @@ class StatusEvent(SQLModel, table=True):
     description: str = Field(default="", sa_column=Column(Text, nullable=False))
     source: str = Field(sa_column=Column(String(32), nullable=False))
     at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Callback(SQLModel, table=True):
+    """A status event of a message whose row has a `callback url`, on its way there: the callbacks' outbox.
+
+    Written with its event (models/history.py), so it exists exactly when the event does; `next_attempt_at`
+    is set while it is due and cleared once it is delivered, given up or refused.
+    """
+
+    __tablename__ = "callback"
+    __table_args__ = (
+        _partial_index("ix_callback_due", "next_attempt_at", "next_attempt_at"),
+        # Order per message: a change is sent once no earlier change of its message is still due.
+        _partial_index("ix_callback_message_due", "next_attempt_at", "message_id", "event_id"),
+    )
+
+    event_id: int = Field(sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=False))
+    message_id: int = Field(sa_column=Column(_BIGINT_ID, nullable=False))
+    state: CallbackState = Field(default=CallbackState.DUE, sa_column=Column(String(16), nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime | None = _ts()
+    # A delivery process holds the callbacks it is sending until then (a claim, not a transaction).
+    claimed_by: str | None = Field(default=None, sa_column=Column(String(64)))
+    claimed_until: datetime | None = _ts()
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    response_status: int | None = None
+    finished_at: datetime | None = _ts()
 
 
 class PhoneCheckResult(SQLModel, table=True):

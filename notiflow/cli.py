@@ -26,6 +26,8 @@ token_app = typer.Typer(no_args_is_help=True)
 app.add_typer(token_app, name="token", help="API tokens: create (shown once), list, revoke.")
 provider_app = typer.Typer(no_args_is_help=True)
 app.add_typer(provider_app, name="provider", help="Provider accounts (Prefect blocks): add, list, remove.")
+callbacks_app = typer.Typer(no_args_is_help=True)
+app.add_typer(callbacks_app, name="callbacks", help="Status callbacks to the rows' callback url: the key that signs them.")
 
 
 def _emit(data: Any) -> None:
@@ -473,6 +475,14 @@ def provider_remove(name: Annotated[str, typer.Argument(help="The account's name
     except ObjectNotFound as exc:
         raise NotiflowError(f"no provider account {name!r}") from exc
     out.print(f"provider account {name} removed")
+
+
+@callbacks_app.command("secret")
+def callbacks_secret() -> None:
+    """Print the key status callbacks are signed with, for the receivers to check X-Notiflow-Signature."""
+    from tasks.delivery.callbacks import signing_key
+
+    sys.stdout.write(signing_key().decode() + "\n")
 
 
 @app.command()

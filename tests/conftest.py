@@ -58,6 +58,8 @@ os.environ.update(
     NOTIFLOW_MAX_INPROCESS_WAIT_SECONDS="5",
     NOTIFLOW_DISPATCH_BATCH_SIZE="50",
     NOTIFLOW_SANDBOX_CONFIG='{"queued_seconds": 0.2, "sent_seconds": 0.2, "pending_seconds": 0.4, "delivered_rate": 0.8}',
+    # The callback tests' receivers listen on 127.0.0.1, for the session's server too; every other private address stays refused.
+    NOTIFLOW_CALLBACK_PRIVATE_NETWORKS='["127.0.0.1/32"]',
     PREFECT_API_URL=f"http://127.0.0.1:{_PREFECT_PORT}/api",
     PREFECT_HOME=str(_HOME / "prefect"),
     PREFECT_API_DATABASE_CONNECTION_URL=_PG_URL.replace("+psycopg", "+asyncpg").rsplit("/", 1)[0] + f"/{_PREFECT_DB}",

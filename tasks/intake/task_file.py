@@ -7,13 +7,11 @@ what was fetched, so an error tells a stranger nothing about the server's files 
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -21,15 +19,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from models.errors import TaskFileError
+from models.errors import HostUnresolved, TaskFileError, UrlRefused
 from models.settings import get_settings
+from tasks.addresses import check_address, resolve
 
 MAX_REDIRECTS = 5
 # A server that sends nothing for this long fails the download even before the overall deadline.
 STALL_SECONDS = 10.0
 TASK_FILE_SUFFIXES = (".xlsx", ".xls", ".csv")
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+_SETTING = "NOTIFLOW_TASK_FILE_PRIVATE_NETWORKS"
 
 
 def is_url(source: str) -> bool:
@@ -175,18 +173,11 @@ def _too_big(shown: str, limit: int) -> str:
 def _check_address(url: str, shown: str) -> None:
     """The URL is http(s) and every address its host resolves to may be reached."""
     try:
-        parts = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise TaskFileError(f"task file {shown} is not a valid URL") from exc
-    if parts.scheme not in ("http", "https") or not parts.host:
-        raise TaskFileError(f"task file {shown}: only http(s) URLs with a host name are allowed")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        addresses = {info[4][0] for info in socket.getaddrinfo(parts.host, port, type=socket.SOCK_STREAM)}
-    except (OSError, UnicodeError) as exc:
-        raise TaskFileError(f"task file {shown}: host {parts.host!r} could not be resolved; check the URL") from exc
-    for address in addresses:
-        _refuse_private(address, parts.host, shown)
+        resolve(url, get_settings().task_file_private_networks, _SETTING)
+    except HostUnresolved as exc:
+        raise TaskFileError(f"task file {shown}: {exc}; check the URL") from exc
+    except UrlRefused as exc:
+        raise TaskFileError(f"task file {shown}: {exc}") from exc
 
 
 def _check_peer(response: httpx.Response, shown: str) -> None:
@@ -194,25 +185,10 @@ def _check_peer(response: httpx.Response, shown: str) -> None:
     stream = response.extensions.get("network_stream")
     peer = stream.get_extra_info("server_addr") if stream is not None else None
     if peer:
-        _refuse_private(peer[0], response.url.host, shown)
-
-
-def _refuse_private(address: str, host: str, shown: str) -> None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if _allowed(ip, get_settings().task_file_private_networks):
-        return
-    raise TaskFileError(
-        f"task file {shown}: host {host!r} is not a public address (loopback, private, link-local, multicast "
-        "and reserved addresses are refused; NOTIFLOW_TASK_FILE_PRIVATE_NETWORKS allows chosen networks)"
-    )
-
-
-def _allowed(ip: IPAddress, private_networks: Iterable[str]) -> bool:
-    if any(ip in ipaddress.ip_network(network, strict=False) for network in private_networks):
-        return True
-    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_loopback or ip.is_link_local)
+        try:
+            check_address(peer[0], response.url.host, get_settings().task_file_private_networks, _SETTING)
+        except UrlRefused as exc:
+            raise TaskFileError(f"task file {shown}: {exc}") from exc
 
 
 def _suffix(path: str) -> str:
