@@ -100,7 +100,11 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
             acceptances = provider.send(list(outgoing.values()))
         except ProviderUnavailable as exc:
             fault = exc
-            _give_back(batch, exc, settings.max_send_attempts)
+            # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
+            answered = {a.ref for a in exc.answered}
+            if answered:
+                sent, refused = record_acceptances(exc.answered, ids, provider)
+            _give_back([m for m in batch if f"{uid}-{m.id}" not in answered], exc, settings.max_send_attempts)
         except ProviderRejected as exc:
             refused = _refuse_all(batch, provider, str(exc))
         else:
