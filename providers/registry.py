@@ -31,6 +31,7 @@ SANDBOX = "sandbox"
 # Kind → "module:class" of its adapter, imported when an account of that kind is first used.
 KINDS: dict[str, str] = {
     "sandbox": "providers.sandbox.adapter:SandboxCarrier",
+    "smpp": "providers.smpp:SmppProvider",
 }
 
 
