@@ -10,6 +10,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     Numeric,
@@ -175,6 +176,28 @@ class Message(SQLModel, table=True):
     # When the status last changed. Intake still appends its CREATED events by this stamp (one bulk insert);
     # every later change records its events from the rows its UPDATE returned.
     status_updated_at: datetime | None = _ts(index=True)
+
+
+class ProviderPart(SQLModel, table=True):
+    """One part of a multipart SMS as its provider took it: an SMSC gives each part its own id and receipt.
+
+    The message keeps the first part's id as its provider_message_id; its status comes from all its
+    parts' (tasks/delivery/parts.py). A message sent in one piece has no rows here.
+    """
+
+    __tablename__ = "provider_part"
+    # SMSC ids are unique per SMSC, so per provider instance: a receipt finds its part by this pair.
+    __table_args__ = (UniqueConstraint("provider", "provider_message_id", name="uq_provider_part_id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
+    provider: str = Field(sa_column=Column(String(32), nullable=False))
+    provider_message_id: str = Field(sa_column=Column(String(128), nullable=False))
+    message_id: int = Field(sa_column=Column(_BIGINT_ID, ForeignKey("message.id"), nullable=False, index=True))
+    part: int = Field(description="1 for the first part")
+    status: MessageStatus = Field(default=MessageStatus.SENT, sa_column=Column(String(16), nullable=False))
+    status_description: str = Field(default="", sa_column=Column(Text, nullable=False))
+    # When it was sent, then when its last report came.
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class Rejection(SQLModel, table=True):

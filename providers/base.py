@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -51,6 +51,8 @@ class Acceptance:
     provider_message_id: str | None
     error: str | None = None
     duplicate: bool = False
+    # A multipart SMS sent part by part (SMPP): each part's id, in order; provider_message_id is the first.
+    part_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,16 @@ class ProviderUnavailable(ProviderError):
 
     `outcome_unknown` is true when the request may have reached the provider (a timeout): the
     messages must be reconciled through their idempotency key, never counted as unsent.
+    `answered` holds the batch's messages the provider did answer before the fault (an SMPP window cut
+    short by throttling): they are recorded as answered, and only the others are given back.
     """
 
-    def __init__(self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = False):
+    def __init__(self, message: str, *, retry_after: float | None = None, outcome_unknown: bool = False,
+                 answered: Sequence[Acceptance] = ()):
         super().__init__(message)
         self.retry_after = retry_after
         self.outcome_unknown = outcome_unknown
+        self.answered = list(answered)
 
 
 class ProviderRejected(ProviderError):
@@ -139,6 +145,14 @@ class Capabilities:
         return self.reports in (Reports.POLL, Reports.PUSH_AND_POLL)
 
 
+# Where a provider hands the status reports that reach it on its own connection (an SMPP deliver_sm, read
+# on the bind's thread) rather than through our webhook: called with the instance name and the reports,
+# it writes them and returns those it could not place yet (their message's id is not recorded yet), which
+# the provider offers again later. The registry gives it to every instance, from the tasks layer, so
+# providers never import the database.
+ReportSink = Callable[[str, Sequence["StatusReport"]], Sequence["StatusReport"]]
+
+
 class Provider(ABC):
     """A provider instance: one account of one kind of outside service, named by its instance name.
 
@@ -151,6 +165,8 @@ class Provider(ABC):
     # The kind of service ("sandbox", "kannel", "smpp", "smtp", "http"): how an account names its adapter.
     kind: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    # Set by the registry before open(); None when the instance is used on its own.
+    report_sink: ReportSink | None = None
 
     def __init__(self, name: str):
         # The instance name: stored with every message it carries, and the path of its webhook route.

@@ -24,7 +24,7 @@ from models.errors import NotiflowError
 from models.settings import Settings, get_settings
 from models.signing import webhook_secret
 from models.status import Channel
-from providers.base import Provider
+from providers.base import Provider, ReportSink
 
 SANDBOX = "sandbox"
 
@@ -33,6 +33,7 @@ KINDS: dict[str, str] = {
     "sandbox": "providers.sandbox.adapter:SandboxCarrier",
     "kannel": "providers.kannel:KannelGateway",
     "smtp": "providers.smtp:SmtpProvider",
+    "smpp": "providers.smpp:SmppProvider",
 }
 
 
@@ -107,6 +108,19 @@ def instance_for(channel: Channel, settings: Settings | None = None) -> str:
 _lock = threading.Lock()
 _open: dict[str, Provider] = {}
 _opened_with: list[Settings] = []
+_report_sink: list[ReportSink] = []
+
+
+def deliver_reports_to(sink: ReportSink) -> None:
+    """Where instances hand the reports that reach them on their own connection (an SMPP receipt).
+
+    The tasks layer names its writer (tasks.delivery does, on import), so this process's instances,
+    opened now or later, write their receipts without providers/ knowing the database.
+    """
+    with _lock:
+        _report_sink[:] = [sink]
+        for provider in _open.values():
+            provider.report_sink = sink
 
 
 def provider_named(name: str) -> Provider:
@@ -120,6 +134,7 @@ def provider_named(name: str) -> Provider:
         provider = _open.get(name)
         if provider is None:
             provider = build(name, settings)
+            provider.report_sink = _report_sink[0] if _report_sink else None
             provider.open()
             _open[name] = provider
         return provider

@@ -108,7 +108,14 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
                     fault = exc if fault is None or not exc.retry_after else fault
                     if exc.retry_after:
                         throttle(provider.name, exc.retry_after)
-                    _give_back(chunk, exc, settings.max_send_attempts)
+                    # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
+                    ids = {f"{uid}-{m.id}": m.id for m in chunk}
+                    answered = {a.ref for a in exc.answered}
+                    if answered:
+                        chunk_sent, chunk_refused = record_acceptances(list(exc.answered), ids, provider)
+                        sent += chunk_sent
+                        refused += chunk_refused
+                    _give_back([m for m in chunk if f"{uid}-{m.id}" not in answered], exc, settings.max_send_attempts)
                 except ProviderRejected as exc:
                     refused += _refuse_all(chunk, provider, str(exc))
                 else:

@@ -16,6 +16,7 @@ from models.status import FINAL_STATUSES, MessageStatus
 from models.tables import Message, utcnow
 from providers.base import ProviderError
 from providers.registry import provider_named
+from tasks.delivery.parts import resolve_partly_reported
 from tasks.delivery.track import apply_reports
 
 POLL_CHUNK = 1000
@@ -66,6 +67,7 @@ def poll(task_id: int, provider_name: str) -> PollResult:
             break
         with session_scope() as session:
             updated += apply_reports(session, provider.name, reports, "poll")
+            updated += resolve_partly_reported(session, provider.name, [m.id for m in due], now)
             _plan_next_polls(session, due, schedule, now)
     if error is None:
         with session_scope() as session:

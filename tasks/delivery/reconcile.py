@@ -19,6 +19,7 @@ from models.status import FINAL_STATUSES, Channel, MessageStatus, TaskState
 from models.tables import Message, NotificationTask, utcnow
 from providers.base import Acceptance, LookupUnsupported, Provider, ProviderError, Reports
 from tasks.delivery.lease import holder_is_gone
+from tasks.delivery.parts import record_parts
 from providers.registry import provider_for
 
 RECONCILE_CHUNK = 1000
@@ -129,6 +130,7 @@ def record_acceptances(
     first_poll = (None if provider.capabilities.reports is Reports.NONE
                   else now + timedelta(seconds=(get_settings().poll_schedule or provider.capabilities.poll_schedule)[0]))
     changes: list[dict[str, Any]] = []
+    parts: dict[int, tuple[str, ...]] = {}
     sent = refused = 0
     for acceptance in acceptances:
         message_id = ids.get(acceptance.ref)
@@ -142,6 +144,8 @@ def record_acceptances(
                 "provider": provider.name, "provider_message_id": acceptance.provider_message_id,
                 "sent_at": now, "next_poll_at": first_poll, "poll_count": 0,
             })
+            if len(acceptance.part_ids) > 1:
+                parts[message_id] = acceptance.part_ids
         else:
             refused += 1
             changes.append({
@@ -150,6 +154,8 @@ def record_acceptances(
             })
     with session_scope() as session:
         record_each(session, changes, source)
+        # With the message's own id, in one transaction: a receipt for any part finds its message.
+        record_parts(session, provider.name, parts, now)
     return sent, refused
 
 
