@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -97,7 +97,9 @@ class SmppProvider(Provider):
         channels=frozenset({Channel.SMS}),
         # A batch is submitted PDU by PDU within one call: 100 messages stay well inside the hand-over deadline.
         batch_size=100,
-        in_flight=10,  # the window; an account's `window` option sets its instance's
+        # The dispatcher makes one send() call at a time; the adapter keeps the account's window of
+        # submits outstanding within it (its `window` option).
+        in_flight=1,
         max_parts=255,
         reports=Reports.PUSH,
         lookup=False,
@@ -124,8 +126,7 @@ class SmppProvider(Provider):
             raise ValueError(f"{name}: SMPP 3.4 takes a system id of at most 15 and a password of at most 8 characters")
         if window < 1:
             raise ValueError(f"{name}: the window is at least 1 submit outstanding")
-        # The window is this account's, so in_flight is the instance's own figure.
-        self.capabilities = replace(type(self).capabilities, in_flight=window)  # type: ignore[misc]
+        self.window = window
         self.sender = sender
         self.throttle_pause_seconds = throttle_pause_seconds
         self.link = Link(

@@ -96,7 +96,8 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
         return box
     name = f"ui campaign {uuid.uuid4().hex[:6]}"
     # Each row allows the whole day, so the campaign runs at any hour without a time limiter.
-    rows = [[p, f"Winter sale {i}", '[["00:00:00", "24:00:00"]]'] for i, p in enumerate(phones(700, start=uuid.uuid4().int % 9_000_000))]
+    # 2,800 messages: 14 dispatches of 4 one-second requests of 50, so the UI catches it mid-way.
+    rows = [[p, f"Winter sale {i}", '[["00:00:00", "24:00:00"]]'] for i, p in enumerate(phones(2800, start=uuid.uuid4().int % 9_000_000))]
     path = write_xlsx(tmp_path / "ui-campaign.xlsx", ["phone", "text", "allowed time ranges"], rows)
 
     # Start notification-task from its form.
@@ -138,7 +139,7 @@ def test_operator_starts_suspends_resumes_and_cancels_campaigns_in_the_prefect_u
     page.get_by_role("button", name="Submit").click()
     badge(page, "Completed", timeout=180_000)
     counts = statuses(engine, task.id)
-    assert sum(counts.values()) == 700 and set(counts) <= {"DELIVERED", "UNDELIVERED"}, counts
+    assert sum(counts.values()) == 2800 and set(counts) <= {"DELIVERED", "UNDELIVERED"}, counts
     page.get_by_text("Artifacts", exact=True).first.click()
     page.get_by_text(f"notification-task-{task.id}-summary").first.wait_for()
     page.screenshot(path=str(SCREENSHOTS / "completed-run.png"), full_page=True)
