@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,11 +140,12 @@ def main() -> None:
         print(f"flow / raw = {flow_rate / raw_rate:.2f}   flow / naive = {flow_rate / naive_rate:.1f}x")
         httpx.get(f"{settings.sandbox_url}/stats", timeout=10)
     finally:
-        server.send_signal(15)
+        # The whole group: notiflow server's Prefect server, sandbox carrier and API with it.
+        os.killpg(server.pid, signal.SIGTERM)
         try:
             server.wait(10)
         except subprocess.TimeoutExpired:
-            server.kill()
+            os.killpg(server.pid, signal.SIGKILL)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ suspends its run instead of finishing or waiting into a send.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,30 +99,30 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     # thread as they come (each batch's outcome committed right after its call, as one call alone was).
     chunks = [batch[i : i + per_request] for i in range(0, len(batch), per_request)]
     if chunks:
-        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix=f"send-{provider.name}") as pool:
-            calls = {pool.submit(_send, provider, uid, channel, chunk): chunk for chunk in chunks}
-            for call in as_completed(calls):
-                chunk = calls[call]
-                try:
-                    acceptances = call.result()
-                except ProviderUnavailable as exc:
-                    fault = exc if fault is None or not exc.retry_after else fault
-                    if exc.retry_after:
-                        throttle(provider.name, exc.retry_after)
-                    # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
-                    ids = {f"{uid}-{m.id}": m.id for m in chunk}
-                    answered = {a.ref for a in exc.answered}
-                    if answered:
-                        chunk_sent, chunk_refused = record_acceptances(list(exc.answered), ids, provider)
-                        sent += chunk_sent
-                        refused += chunk_refused
-                    _give_back([m for m in chunk if f"{uid}-{m.id}" not in answered], exc, settings.max_send_attempts)
-                except ProviderRejected as exc:
-                    refused += _refuse_all(chunk, provider, str(exc))
-                else:
-                    chunk_sent, chunk_refused = record_acceptances(acceptances, {f"{uid}-{m.id}": m.id for m in chunk}, provider)
+        pool = _senders(provider)
+        calls = {pool.submit(_send, provider, uid, channel, chunk): chunk for chunk in chunks}
+        for call in as_completed(calls):
+            chunk = calls[call]
+            try:
+                acceptances = call.result()
+            except ProviderUnavailable as exc:
+                fault = exc if fault is None or not exc.retry_after else fault
+                if exc.retry_after:
+                    throttle(provider.name, exc.retry_after)
+                # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
+                ids = {f"{uid}-{m.id}": m.id for m in chunk}
+                answered = {a.ref for a in exc.answered}
+                if answered:
+                    chunk_sent, chunk_refused = record_acceptances(list(exc.answered), ids, provider)
                     sent += chunk_sent
                     refused += chunk_refused
+                _give_back([m for m in chunk if f"{uid}-{m.id}" not in answered], exc, settings.max_send_attempts)
+            except ProviderRejected as exc:
+                refused += _refuse_all(chunk, provider, str(exc))
+            else:
+                chunk_sent, chunk_refused = record_acceptances(acceptances, {f"{uid}-{m.id}": m.id for m in chunk}, provider)
+                sent += chunk_sent
+                refused += chunk_refused
     elif settled.error:
         fault = ProviderUnavailable(settled.error)
     sent += settled.sent
@@ -190,6 +191,20 @@ def _claim(
             .values(handed_at=now, handed_by=owner, provider=provider.name, attempts=Message.attempts + 1)
         )
     return batch, expired, uid
+
+
+_pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _senders(provider: Provider) -> ThreadPoolExecutor:
+    """The threads that make the provider's requests in flight, kept for the process like the provider itself."""
+    key = (provider.name, provider.capabilities.in_flight)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix=f"send-{provider.name}")
+        return pool
 
 
 def _send(provider: Provider, uid: str, channel: Channel, chunk: list[Any]) -> list[Acceptance]:

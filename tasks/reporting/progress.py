@@ -2,6 +2,8 @@
 and status, and at the end a summary with totals, cost, rejection reasons, delivery rates and a funnel."""
 from __future__ import annotations
 
+import time
+
 from collections import Counter
 from decimal import Decimal
 from typing import Any
@@ -41,9 +43,21 @@ def _counts(session: Session, task_id: int) -> list[tuple[str, str, int]]:
     ]
 
 
+PROGRESS_SECONDS = 2.0
+_published_at: dict[int, float] = {}
+
+
 def publish_progress(task_id: int, *, with_counts: bool = False) -> None:
     """Update the task's progress artifact (share of messages with a final status); with `with_counts`,
-    also a new version of its counts table (at milestones, not every batch: each is a card in the UI)."""
+    also a new version of its counts table (at milestones, not every batch: each is a card in the UI).
+
+    The bar moves at most every PROGRESS_SECONDS: counting a task's messages by status after every
+    batch of a fast dispatch took half its time (a 100,000-message campaign counted 100,000 rows 50 times).
+    """
+    now = time.monotonic()
+    if not with_counts and now - _published_at.get(task_id, -PROGRESS_SECONDS) < PROGRESS_SECONDS:
+        return
+    _published_at[task_id] = now
     with Session(get_engine()) as session:
         counts = _counts(session, task_id)
     total = sum(n for _c, _s, n in counts)
