@@ -34,6 +34,7 @@ KINDS: dict[str, str] = {
     "kannel": "providers.kannel:KannelGateway",
     "smtp": "providers.smtp:SmtpProvider",
     "smpp": "providers.smpp:SmppProvider",
+    "http": "providers.http_sms:HttpSmsProvider",
 }
 
 
