@@ -45,7 +45,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Self
@@ -67,6 +67,7 @@ from providers.base import (
     Reports,
     StatusReport,
 )
+from providers.per_message import Outcome, send_each
 from providers.http_sms_options import (
     MISSING,
     REF_ID,
@@ -89,15 +90,6 @@ BATCH_SECONDS = 10.0
 # A 429 that names no Retry-After holds the provider this long.
 DEFAULT_RETRY_AFTER = 1.0
 ANSWER_EXCERPT = 200
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What one request of one message came to."""
-
-    acceptance: Acceptance | None = None  # answered: accepted, or that message refused
-    fault: ProviderUnavailable | None = None  # not taken now: tried again later
-    refused_login: ProviderRejected | None = None  # the login is refused: nothing of the call will go
 
 
 class HttpSmsProvider(HttpProvider):
@@ -228,18 +220,7 @@ class HttpSmsProvider(HttpProvider):
             self.open()
         pool = self._pool
         assert pool is not None
-        started = time.monotonic()
-        stop = threading.Event()
-
-        def one(message: OutgoingMessage) -> _Outcome | None:
-            if stop.is_set() or time.monotonic() - started > BATCH_SECONDS:
-                return None
-            outcome = self._send_one(message)
-            if outcome.refused_login or (outcome.fault and not outcome.fault.outcome_unknown):
-                stop.set()  # the next requests would fail the same way
-            return outcome
-
-        outcomes = list(pool.map(one, batch))
+        outcomes = send_each(pool, batch, self._send_one, start_within=BATCH_SECONDS)
         answered = [o.acceptance for o in outcomes if o is not None and o.acceptance is not None]
         login = next((o.refused_login for o in outcomes if o is not None and o.refused_login), None)
         faults = [o.fault for o in outcomes if o is not None and o.fault is not None]
@@ -261,7 +242,7 @@ class HttpSmsProvider(HttpProvider):
                            len(batch) - len(answered), len(batch))
         return answered
 
-    def _send_one(self, message: OutgoingMessage) -> _Outcome:
+    def _send_one(self, message: OutgoingMessage) -> Outcome:
         options = self.options
         values = self._values(message, 0)
         try:
@@ -269,10 +250,10 @@ class HttpSmsProvider(HttpProvider):
                                   what="send")
             self._raise_for_fault(response, "send")
         except ProviderUnavailable as exc:
-            return _Outcome(fault=exc)
+            return Outcome(fault=exc)
         except ProviderRejected as exc:
-            return _Outcome(refused_login=exc)
-        return _Outcome(self._acceptance(message, values, response, _json(response)))
+            return Outcome(refused_login=exc)
+        return Outcome(self._acceptance(message, values, response, _json(response)))
 
     def _acceptance(self, message: OutgoingMessage, values: Mapping[str, Any], response: httpx.Response,
                     answer: Any) -> Acceptance:

@@ -48,7 +48,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Self
 from urllib.parse import quote, urlsplit
@@ -69,6 +69,7 @@ from providers.base import (
     Reports,
     StatusReport,
 )
+from providers.per_message import Outcome, send_each
 
 logger = logging.getLogger("notiflow.providers.kannel")
 
@@ -89,15 +90,6 @@ BATCH_SECONDS = 10.0
 
 class KannelAccountError(NotiflowError):
     """A Kannel provider account lacks what sendsms needs."""
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    """What one sendsms request came to."""
-
-    acceptance: Acceptance | None = None  # Kannel answered: accepted, or refused this message
-    fault: ProviderUnavailable | None = None  # not taken now (5xx, connection, timeout): tried again later
-    refused_login: ProviderRejected | None = None  # the login is wrong: nothing of the batch will go
 
 
 class KannelGateway(HttpProvider):
@@ -193,18 +185,7 @@ class KannelGateway(HttpProvider):
             self.open()
         pool = self._pool
         assert pool is not None
-        started = time.monotonic()
-        stop = threading.Event()
-
-        def one(message: OutgoingMessage) -> _Outcome | None:
-            if stop.is_set() or time.monotonic() - started > BATCH_SECONDS:
-                return None
-            outcome = self._send_one(message)
-            if outcome.refused_login or (outcome.fault and not outcome.fault.outcome_unknown):
-                stop.set()  # the next requests would fail the same way
-            return outcome
-
-        outcomes = list(pool.map(one, mine))
+        outcomes = send_each(pool, mine, self._send_one, start_within=BATCH_SECONDS)
         answered = [o.acceptance for o in outcomes if o is not None and o.acceptance is not None]
         login = next((o.refused_login for o in outcomes if o is not None and o.refused_login), None)
         faults = [o.fault for o in outcomes if o is not None and o.fault is not None]
@@ -223,10 +204,10 @@ class KannelGateway(HttpProvider):
                            self.name, len(mine) - len(answered), len(mine))
         return answered
 
-    def _send_one(self, message: OutgoingMessage) -> _Outcome:
+    def _send_one(self, message: OutgoingMessage) -> Outcome:
         max_parts = self.capabilities.max_parts or 1
         if message.parts > max_parts:
-            return _Outcome(Acceptance(
+            return Outcome(Acceptance(
                 ref=message.ref, provider_message_id=None,
                 error=f"{message.parts} SMS parts, more than the {max_parts} this Kannel account sends (its sendsms-user's "
                       "max-messages); Kannel would cut the rest: raise max-messages and the account's options.max_parts",
@@ -246,27 +227,27 @@ class KannelGateway(HttpProvider):
         try:
             response = self._sendsms(params)
         except ProviderUnavailable as exc:
-            return _Outcome(fault=exc)
+            return Outcome(fault=exc)
         answer = response.text.strip()[:200]
         status = response.status_code
         if status == 202:
             # No id from Kannel: our reference is the id its reports carry back (see the module's quirks).
-            return _Outcome(Acceptance(ref=message.ref, provider_message_id=message.ref))
+            return Outcome(Acceptance(ref=message.ref, provider_message_id=message.ref))
         if status == 403 and answer.startswith("Authorization failed"):
-            return _Outcome(refused_login=ProviderRejected(
+            return Outcome(refused_login=ProviderRejected(
                 f"Kannel refused the login of {self.name} (HTTP 403 {answer!r}): check the account's username and "
                 "password against its sendsms-user group"
             ))
         if status in (400, 403):
-            return _Outcome(Acceptance(ref=message.ref, provider_message_id=None, error=f"Kannel answered HTTP {status} {answer!r}"))
+            return Outcome(Acceptance(ref=message.ref, provider_message_id=None, error=f"Kannel answered HTTP {status} {answer!r}"))
         if status == 429 or status >= 500:
             retry_after = response.headers.get("Retry-After")
-            return _Outcome(fault=ProviderUnavailable(
+            return Outcome(fault=ProviderUnavailable(
                 f"{self.name}: Kannel answered HTTP {status} {answer!r}",
                 retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
             ))
         # Anything else (a proxy's 404, a 200 from something that is not smsbox): Kannel did not take it.
-        return _Outcome(Acceptance(ref=message.ref, provider_message_id=None,
+        return Outcome(Acceptance(ref=message.ref, provider_message_id=None,
                                    error=f"unexpected answer HTTP {status} {answer!r} from {self.path}: is the account URL Kannel's smsbox?"))
 
     def _sendsms(self, params: dict[str, Any]) -> httpx.Response:

@@ -10,29 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+from tasks.compose.segment import GSM_BASIC_TABLE, GSM_ESCAPE, GSM_EXTENSION_CODES
+
 # SMPP data_coding: 0 is the SMSC's default alphabet (GSM 03.38, one septet per octet on the wire), 8 is UCS-2.
 GSM_7_CODING: Final = 0x00
 UCS_2_CODING: Final = 0x08
 # esm_class bit: the short message starts with a user data header.
 UDHI: Final = 0x40
 
-_ESCAPE: Final = 0x1B
-# The GSM 7-bit default alphabet by septet; 0x1B is the escape to the extension table below.
-_GSM_BASIC: Final = (
-    "@£$¥èéùìòÇ\nØø\rÅå"
-    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
-    " !\"#¤%&'()*+,-./"
-    "0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNO"
-    "PQRSTUVWXYZÄÖÑÜ§"
-    "¿abcdefghijklmno"
-    "pqrstuvwxyzäöñüà"
-)
-_GSM_EXTENSION: Final = {"\f": 0x0A, "^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F, "[": 0x3C, "~": 0x3D, "]": 0x3E,
-                         "|": 0x40, "€": 0x65}
 _SEPTETS: Final[dict[str, bytes]] = {
-    **{char: bytes([code]) for code, char in enumerate(_GSM_BASIC) if code != _ESCAPE},
-    **{char: bytes([_ESCAPE, code]) for char, code in _GSM_EXTENSION.items()},
+    **{char: bytes([code]) for code, char in enumerate(GSM_BASIC_TABLE) if code != GSM_ESCAPE},
+    **{char: bytes([GSM_ESCAPE, code]) for char, code in GSM_EXTENSION_CODES.items()},
 }
 
 # encoding → (data_coding, octets in a single message, octets in each part of a concatenated one)
@@ -91,7 +79,7 @@ def _cut(encoded: bytes, per_part: int, encoding: str) -> list[bytes]:
         end = start + per_part
         if encoding == "GSM-7":
             # An extension character's second septet is never 0x1B, so a 0x1B last is always an escape.
-            if encoded[end - 1] == _ESCAPE:
+            if encoded[end - 1] == GSM_ESCAPE:
                 end -= 1
         elif 0xD8 <= encoded[end - 2] <= 0xDB:  # a high surrogate last: its low half opens the next part
             end -= 2

@@ -21,12 +21,13 @@ GSM_7_PART: Final = 153
 UCS_2_SINGLE: Final = 70
 UCS_2_PART: Final = 67
 
-# The GSM 7-bit default alphabet, in table order (column 0x00 first, top to bottom). Position 0x1B
-# is the escape to the extension table, so 127 characters. 0x09 is the capital Ç per 3GPP TS
-# 23.038 (some old phones showed ç). Tab and the non-breaking space are not in the alphabet.
-_GSM_BASIC: Final = (
+# The GSM 7-bit default alphabet, in table order (column 0x00 first, top to bottom); position 0x1B
+# is the escape to the extension table. 0x09 is the capital Ç per 3GPP TS 23.038 (some old phones
+# showed ç). Tab and the non-breaking space are not in the alphabet. providers/sms_parts.py encodes
+# with these tables, so what is counted here is what is sent.
+GSM_BASIC_TABLE: Final = (
     "@£$¥èéùìòÇ\nØø\rÅå"
-    "Δ_ΦΓΛΩΠΨΣΘΞÆæßÉ"  # 0x1B (escape) sits between Ξ and Æ
+    "Δ_ΦΓΛΩΠΨΣΘΞ\x1bÆæßÉ"
     " !\"#¤%&'()*+,-./"
     "0123456789:;<=>?"
     "¡ABCDEFGHIJKLMNO"
@@ -34,8 +35,13 @@ _GSM_BASIC: Final = (
     "¿abcdefghijklmno"
     "pqrstuvwxyzäöñüà"
 )
-# Reached through the escape, so each costs 2 septets and the pair is never split across parts.
-_GSM_EXTENSION: Final = "\f^{}\\[~]|€"
+GSM_ESCAPE: Final = 0x1B
+# Reached through the escape, so each costs 2 septets and the pair is never split across parts: the
+# character and its code after the escape.
+GSM_EXTENSION_CODES: Final = {"\f": 0x0A, "^": 0x14, "{": 0x28, "}": 0x29, "\\": 0x2F, "[": 0x3C, "~": 0x3D, "]": 0x3E,
+                              "|": 0x40, "€": 0x65}
+_GSM_BASIC: Final = GSM_BASIC_TABLE.replace("\x1b", "")
+_GSM_EXTENSION: Final = "".join(GSM_EXTENSION_CODES)
 
 _NOT_GSM: Final = re.compile("[^" + re.escape(_GSM_BASIC + _GSM_EXTENSION) + "]")
 _EXTENSION: Final = re.compile("[" + re.escape(_GSM_EXTENSION) + "]")
