@@ -41,10 +41,8 @@ import base64
 import json
 import logging
 import math
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -59,7 +57,6 @@ from models.status import Channel
 from providers.base import (
     Acceptance,
     Capabilities,
-    HttpProvider,
     LookupUnsupported,
     OutgoingMessage,
     ProviderRejected,
@@ -67,7 +64,7 @@ from providers.base import (
     Reports,
     StatusReport,
 )
-from providers.per_message import Outcome, send_each
+from providers.per_message import Outcome, PooledHttpProvider, send_each
 from providers.http_sms_options import (
     MISSING,
     REF_ID,
@@ -92,7 +89,7 @@ DEFAULT_RETRY_AFTER = 1.0
 ANSWER_EXCERPT = 200
 
 
-class HttpSmsProvider(HttpProvider):
+class HttpSmsProvider(PooledHttpProvider):
     """One account at an HTTP SMS aggregator, its requests and answers mapped by its options."""
 
     kind = "http"
@@ -117,7 +114,8 @@ class HttpSmsProvider(HttpProvider):
         transport: httpx.BaseTransport | None = None,
     ):
         split = urlsplit(base_url)
-        super().__init__(name, f"{split.scheme}://{split.netloc}", timeout=options.timeout, transport=transport)
+        super().__init__(name, f"{split.scheme}://{split.netloc}", requests_in_flight=options.in_flight, timeout=options.timeout,
+                         transport=transport)
         # The account url's own path (https://api.example.com/v1) comes before every request's.
         self._prefix = split.path.rstrip("/")
         self.options = options
@@ -138,8 +136,6 @@ class HttpSmsProvider(HttpProvider):
             reports=_reports(options),
             lookup=options.lookup is not None,
         )
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_account(cls, name: str, account: Any, settings: Settings) -> Self:
@@ -159,19 +155,6 @@ class HttpSmsProvider(HttpProvider):
         report_url = f"{base}/webhooks/{quote(name, safe='')}?secret={webhook_secret(name)}"
         return cls(name, account.url, options, username=account.username, password=password,
                    sender=account.sender or "", report_url=report_url)
-
-    def open(self) -> None:
-        with self._lock:
-            super().open()
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.options.in_flight, thread_name_prefix=f"http-{self.name}")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-            super().close()
 
     # --- sending ----------------------------------------------------------------------------------------
 
@@ -216,11 +199,7 @@ class HttpSmsProvider(HttpProvider):
         """One request per message, `in_flight` at once. Answers are returned; a message with no answer (not
         started within BATCH_SECONDS) is left out, so the dispatcher reconciles it. A fault is raised with
         the answers given before it; a refused login refuses what it stopped."""
-        if self._pool is None:
-            self.open()
-        pool = self._pool
-        assert pool is not None
-        outcomes = send_each(pool, batch, self._send_one, start_within=BATCH_SECONDS)
+        outcomes = send_each(self._requests(), batch, self._send_one, start_within=BATCH_SECONDS)
         answered = [o.acceptance for o in outcomes if o is not None and o.acceptance is not None]
         login = next((o.refused_login for o in outcomes if o is not None and o.refused_login), None)
         faults = [o.fault for o in outcomes if o is not None and o.fault is not None]
@@ -301,10 +280,7 @@ class HttpSmsProvider(HttpProvider):
         size = 1 if status.ids_as == "one" else status.batch_size
         chunks = [ids[i : i + size] for i in range(0, len(ids), size)]
         if status.ids_as == "one" and len(chunks) > 1:
-            if self._pool is None:
-                self.open()
-            assert self._pool is not None
-            answers = list(self._pool.map(self._poll_chunk, chunks))
+            answers = list(self._requests().map(self._poll_chunk, chunks))
         else:
             answers = [self._poll_chunk(chunk) for chunk in chunks]
         return [report for reports in answers for report in reports]
@@ -381,10 +357,7 @@ class HttpSmsProvider(HttpProvider):
         """What the aggregator has of each reference, when `options.lookup` says how to ask it."""
         if self.options.lookup is None:
             raise LookupUnsupported(f"{self.name} cannot look messages up by reference (no options.lookup)")
-        if self._pool is None:
-            self.open()
-        assert self._pool is not None
-        return list(self._pool.map(self._lookup_one, refs))
+        return list(self._requests().map(self._lookup_one, refs))
 
     def _lookup_one(self, ref: str) -> Acceptance:
         lookup = self.options.lookup

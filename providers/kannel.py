@@ -44,10 +44,8 @@ report), `timeout` (seconds per request, default 5).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -62,14 +60,13 @@ from models.status import Channel, MessageStatus
 from providers.base import (
     Acceptance,
     Capabilities,
-    HttpProvider,
     OutgoingMessage,
     ProviderRejected,
     ProviderUnavailable,
     Reports,
     StatusReport,
 )
-from providers.per_message import Outcome, send_each
+from providers.per_message import Outcome, PooledHttpProvider, send_each
 
 logger = logging.getLogger("notiflow.providers.kannel")
 
@@ -92,7 +89,7 @@ class KannelAccountError(NotiflowError):
     """A Kannel provider account lacks what sendsms needs."""
 
 
-class KannelGateway(HttpProvider):
+class KannelGateway(PooledHttpProvider):
     """An account (a sendsms-user) at a Kannel smsbox."""
 
     kind = "kannel"
@@ -124,7 +121,7 @@ class KannelGateway(HttpProvider):
         transport: httpx.BaseTransport | None = None,
     ):
         split = urlsplit(base_url)
-        super().__init__(name, f"{split.scheme}://{split.netloc}", timeout=timeout, transport=transport)
+        super().__init__(name, f"{split.scheme}://{split.netloc}", requests_in_flight=in_flight, timeout=timeout, transport=transport)
         # Kannel's `sendsms-url` may move the path; an account URL without one means the default.
         self.path = split.path if split.path not in ("", "/") else SENDSMS_PATH
         self._username = username
@@ -136,9 +133,6 @@ class KannelGateway(HttpProvider):
         self.dlr_mask = dlr_mask
         # This account's numbers, read by the dispatcher like any provider's.
         self.capabilities = replace(type(self).capabilities, max_parts=max_parts)  # type: ignore[misc]
-        self.requests_in_flight = in_flight
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
 
     @classmethod
     def from_account(cls, name: str, account: Any, settings: Settings) -> Self:
@@ -157,19 +151,6 @@ class KannelGateway(HttpProvider):
             dlr_mask=int(options.get("dlr_mask", 31)), timeout=float(options.get("timeout", 5.0)),
         )
 
-    def open(self) -> None:
-        with self._lock:
-            super().open()
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.requests_in_flight, thread_name_prefix=f"kannel-{self.name}")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-            super().close()
-
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
         """One sendsms request per message, `in_flight` at once.
 
@@ -181,11 +162,7 @@ class KannelGateway(HttpProvider):
         mine = list(batch)
         if not mine:
             return []
-        if self._pool is None:
-            self.open()
-        pool = self._pool
-        assert pool is not None
-        outcomes = send_each(pool, mine, self._send_one, start_within=BATCH_SECONDS)
+        outcomes = send_each(self._requests(), mine, self._send_one, start_within=BATCH_SECONDS)
         answered = [o.acceptance for o in outcomes if o is not None and o.acceptance is not None]
         login = next((o.refused_login for o in outcomes if o is not None and o.refused_login), None)
         faults = [o.fault for o in outcomes if o is not None and o.fault is not None]

@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from providers.base import Acceptance, OutgoingMessage, ProviderRejected, ProviderUnavailable
+import httpx
+
+from providers.base import Acceptance, HttpProvider, OutgoingMessage, ProviderRejected, ProviderUnavailable
 
 
 @dataclass(frozen=True)
@@ -40,3 +42,35 @@ def send_each(
         return outcome
 
     return list(pool.map(one, batch))
+
+
+class PooledHttpProvider(HttpProvider):
+    """An HTTP provider that makes its own requests in flight (one message, status or lookup a request):
+    their threads are opened with the instance and kept across batches like its client."""
+
+    def __init__(self, name: str, base_url: str, *, requests_in_flight: int, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None):
+        super().__init__(name, base_url, timeout=timeout, transport=transport)
+        self.requests_in_flight = requests_in_flight
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        with self._lock:
+            super().open()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.requests_in_flight, thread_name_prefix=f"{self.kind}-{self.name}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            super().close()
+
+    def _requests(self) -> ThreadPoolExecutor:
+        """The threads requests are made from (the instance is opened first if it is not)."""
+        if self._pool is None:
+            self.open()
+        assert self._pool is not None
+        return self._pool
