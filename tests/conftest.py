@@ -175,3 +175,20 @@ def api_client(auth: dict[str, str]) -> Iterator[object]:
 
     with TestClient(app, base_url="http://127.0.0.1", headers=auth) as client:
         yield client
+
+
+@pytest.fixture
+def route_sms(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """Point the sms channel at a provider instance for this test's dispatch and poll steps; the instances
+    opened meanwhile are closed after it."""
+    from models.settings import get_settings
+    from providers.registry import close_providers
+
+    def route(instance: str) -> None:
+        monkeypatch.setenv("NOTIFLOW_ROUTES", f'{{"sms": ["{instance}"]}}')
+        get_settings.cache_clear()
+
+    yield route
+    close_providers()
+    monkeypatch.undo()
+    get_settings.cache_clear()

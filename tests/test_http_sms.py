@@ -33,7 +33,7 @@ from providers.base import (
 )
 from providers.http_sms import HttpSmsProvider
 from providers.http_sms_options import HttpSmsAccountError
-from providers.registry import ProviderAccount, close_providers
+from providers.registry import ProviderAccount
 from tasks.delivery.dispatch import dispatch
 from tasks.delivery.poll import poll
 from tests.files import phones, write_xlsx
@@ -100,19 +100,6 @@ def sms(ref: str, to: str, text: str = "hello", parts: int = 1) -> OutgoingMessa
 def aggregators() -> Iterator[Aggregators]:
     with running_aggregators() as running:
         yield running
-
-
-@pytest.fixture
-def route_sms(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Point the sms channel at a provider instance for this test's dispatch steps."""
-    def route(instance: str) -> None:
-        monkeypatch.setenv("NOTIFLOW_ROUTES", f'{{"sms": ["{instance}"]}}')
-        get_settings.cache_clear()
-
-    yield route
-    close_providers()
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def task_of(tmp_path: Path, numbers: list[str]) -> tuple[int, str]:

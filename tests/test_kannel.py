@@ -27,7 +27,7 @@ from models.status import Channel, MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent, utcnow
 from providers.base import OutgoingMessage, ProviderRejected
 from providers.kannel import KannelGateway
-from providers.registry import ProviderAccount, close_providers
+from providers.registry import ProviderAccount
 from tasks.compose.segment import count
 from tasks.delivery.dispatch import dispatch
 from tasks.delivery.poll import poll
@@ -50,19 +50,6 @@ def save_account(kannel: RunningKannel, **changes: Any) -> str:
     }
     ProviderAccount(**{**fields, **changes}).save(name, overwrite=True)
     return name
-
-
-@pytest.fixture
-def route_sms(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """Point the sms channel at a provider instance for this test's dispatch steps."""
-    def route(instance: str) -> None:
-        monkeypatch.setenv("NOTIFLOW_ROUTES", f'{{"sms": ["{instance}"]}}')
-        get_settings.cache_clear()
-
-    yield route
-    close_providers()
-    monkeypatch.undo()
-    get_settings.cache_clear()
 
 
 def task_of(tmp_path: Path, rows: list[list[Any]]) -> tuple[int, str]:
