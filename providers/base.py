@@ -188,7 +188,9 @@ class Provider(ABC):
 
     @abstractmethod
     def send(self, batch: Sequence[OutgoingMessage]) -> list[Acceptance]:
-        """Hand a batch over; one Acceptance per message, in any order."""
+        """Hand a batch over; an Acceptance per message the provider answered, in any order. A message left
+        out (its request never started, or went unanswered) stays handed over and is reconciled by its
+        idempotency key like one whose call timed out: asked by reference, or sent again with the same key."""
 
     def poll(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
         """Ask the current status of messages sent earlier; adapters of providers that cannot be asked refuse."""
