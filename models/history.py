@@ -24,7 +24,7 @@ from models.db import json_text
 from models.status import FINAL_STATUSES, UNSENT_STATUSES, CallbackState, MessageStatus
 from models.tables import Callback, Message, StatusEvent, utcnow
 
-# Messages per statement: a CASE per changed column keeps well under SQLite's 32,766 parameters;
+# Messages per statement: keys bound one by one (an IN list) keep well under SQLite's 32,766 parameters;
 # an event copy names only ids, so it takes more at once.
 _CHUNK = 500
 _EVENT_CHUNK = 10_000
@@ -130,6 +130,7 @@ def _given(session: Session, by: str, differing: list[str], chunk: list[dict[str
     a JSON array is one bound value in a statement compiled once per set of columns.
     """
     dialect = session.get_bind().dialect
+    postgres = dialect.name == "postgresql"
     names = [by, *differing]
     processors = [_COLUMNS[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names]
     rows = []
@@ -137,14 +138,15 @@ def _given(session: Session, by: str, differing: list[str], chunk: list[dict[str
         row = []
         for name, processor in zip(names, processors):
             value = change[name]
-            if dialect.name == "postgresql" and isinstance(value, datetime):
-                value = value.isoformat()  # cast back to the column's type in the query
-            elif processor is not None and dialect.name != "postgresql":
+            if postgres:
+                if isinstance(value, datetime):
+                    value = value.isoformat()  # cast back to the column's type in the query
+            elif processor is not None:
                 value = processor(value)  # what SQLite stores (a datetime as its text)
             row.append(value)
         rows.append(row)
     data = bindparam("given", json_text(rows), type_=Text())
-    if dialect.name == "postgresql":
+    if postgres:
         element = func.jsonb_array_elements(cast(data, JSONB)).table_valued("value").alias("element")
         picked = [cast(element.c.value.op("->>")(index), _COLUMNS[name].type).label(name) for index, name in enumerate(names)]
     else:

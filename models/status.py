@@ -53,6 +53,9 @@ UNSENT_STATUSES = frozenset(
 # or re-plans these; CREATED ones are not scheduled yet and PAUSED ones wait for a resume.
 SCHEDULED_STATUSES = frozenset({MessageStatus.QUEUED, MessageStatus.DELAYED})
 
+# Accepted by a provider, no final status yet: what is polled, and what its sending lifetime can expire.
+ACCEPTED_STATUSES = frozenset({MessageStatus.SENT, MessageStatus.PENDING})
+
 # Statuses counted as sent (progress, summary, funnel): a provider took the message, or sending it
 # failed (ERROR). EXPIRED, SKIPPED and CANCELED are final without a send, so they are not counted.
 HANDED_STATUSES = frozenset(

@@ -23,15 +23,15 @@ from sqlalchemy.orm import aliased
 
 from models.db import session_scope
 from models.history import transition
-from models.status import DELIVERED_STATUSES, MessageStatus
+from models.status import ACCEPTED_STATUSES, DELIVERED_STATUSES, UNSENT_STATUSES, MessageStatus
 from models.tables import Message, utcnow
 
 # A channel that ended like this has failed: the next one of its cascade is tried.
 FAILED_STATUSES = frozenset({MessageStatus.UNDELIVERED, MessageStatus.ERROR, MessageStatus.EXPIRED,
                              MessageStatus.CANCELED, MessageStatus.SKIPPED})
 # Accepted by a provider with no final status yet: failed too once its sending lifetime is over.
-_ACCEPTED = [MessageStatus.SENT.value, MessageStatus.PENDING.value]
-_UNSENT = [s.value for s in (MessageStatus.CREATED, MessageStatus.QUEUED, MessageStatus.DELAYED, MessageStatus.PAUSED)]
+_ACCEPTED = [s.value for s in ACCEPTED_STATUSES]
+_UNSENT = [s.value for s in UNSENT_STATUSES]
 
 
 @dataclass(frozen=True)

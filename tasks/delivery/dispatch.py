@@ -33,10 +33,10 @@ from providers.base import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from providers.registry import provider_for
 from tasks.delivery.lease import lock_task, renew_lease
 from tasks.delivery.pacing import pace, throttle, throttled_until
 from tasks.delivery.reconcile import in_flight, reconcile, record_acceptances
-from providers.registry import provider_for
 from tasks.schedule.schedule import reschedule_closed
 
 
@@ -103,14 +103,16 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
         calls = {pool.submit(_send, provider, uid, channel, chunk): chunk for chunk in chunks}
         for call in as_completed(calls):
             chunk = calls[call]
+            ids = {f"{uid}-{m.id}": m.id for m in chunk}
             try:
                 acceptances = call.result()
             except ProviderUnavailable as exc:
+                # A throttle (429) is reported only when nothing else failed: any other fault is the one the
+                # flow backs off for and counts toward suspending the campaign.
                 fault = exc if fault is None or not exc.retry_after else fault
                 if exc.retry_after:
                     throttle(provider.name, exc.retry_after)
                 # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
-                ids = {f"{uid}-{m.id}": m.id for m in chunk}
                 answered = {a.ref for a in exc.answered}
                 if answered:
                     chunk_sent, chunk_refused = record_acceptances(list(exc.answered), ids, provider)
@@ -120,7 +122,7 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
             except ProviderRejected as exc:
                 refused += _refuse_all(chunk, provider, str(exc))
             else:
-                chunk_sent, chunk_refused = record_acceptances(acceptances, {f"{uid}-{m.id}": m.id for m in chunk}, provider)
+                chunk_sent, chunk_refused = record_acceptances(acceptances, ids, provider)
                 sent += chunk_sent
                 refused += chunk_refused
     elif settled.error:
@@ -172,6 +174,8 @@ def _claim(
         "waiting in queue",
         "dispatch",
     )
+    if not requests:
+        return [], expired, uid
     claim = (
         select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts, Message.encoding, Message.parts,
                Message.params)
@@ -179,8 +183,6 @@ def _claim(
         .order_by(Message.priority, Message.id)
         .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size) * requests)
     )
-    if not requests:
-        return [], expired, uid
     if session.get_bind().dialect.name == "postgresql":
         claim = claim.with_for_update(skip_locked=True)
     batch = session.execute(claim).all()

@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, select, update
 from models.db import session_scope
 from models.history import record_each, transition
 from models.settings import get_settings
-from models.status import FINAL_STATUSES, MessageStatus
+from models.status import ACCEPTED_STATUSES, FINAL_STATUSES, MessageStatus
 from models.tables import Message, utcnow
 from providers.base import ProviderError
 from providers.registry import provider_named
@@ -20,7 +20,6 @@ from tasks.delivery.parts import resolve_partly_reported
 from tasks.delivery.track import apply_reports
 
 POLL_CHUNK = 1000
-_ACCEPTED = [MessageStatus.SENT.value, MessageStatus.PENDING.value]
 # The engine may wake a run up to ~0.5 s early; a poll due this soon is asked now rather than rescheduled.
 DUE_SLACK = timedelta(seconds=2)
 
@@ -74,7 +73,7 @@ def poll(task_id: int, provider_name: str) -> PollResult:
             # Spec §1: a message not delivered within its sending lifetime becomes EXPIRED (a late report
             # changes nothing then); its chain, if it has one, falls back.
             updated += transition(
-                session, and_(not_final, Message.status.in_(_ACCEPTED), Message.expires_at <= utcnow()),
+                session, and_(not_final, Message.status.in_([s.value for s in ACCEPTED_STATUSES]), Message.expires_at <= utcnow()),
                 MessageStatus.EXPIRED, "not delivered within its sending lifetime (validity period)", "poll", next_poll_at=None,
             )
     with session_scope() as session:

@@ -316,9 +316,7 @@ def _validate_row(
     chain, required = _chain(row, values, default_channel, directory)
     channel = chain[0]
     recipient, zone = _recipient(row, channel, region, account_zone)
-    for name in REQUIRED[channel]:
-        if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
-            row.fail(name, "missing_" + _code(name), None, f"is empty; {channel.value} messages need it ({BY_NAME[name].format})")
+    _check_required(row, channel, f"{channel.value} messages need it")
 
     template, config = _template(row, channel, directory)
     if row.get("template id") is not None:
@@ -333,7 +331,7 @@ def _validate_row(
         elif text is not None and (too_long := text_too_long(len(text), max_text)) is not None:
             row.fail("text", "text_too_long", f"<{len(text):,} characters>", too_long)
 
-    validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
+    validity = _validity(values, config)
     variables = values.get("variables")
     if text is not None and not row.errors:
         try:
@@ -347,8 +345,10 @@ def _validate_row(
         row.fail("from", "unknown_sender", sender,
                  f'sender "{sender}" is not registered for {channel.value}: register it with notiflow sender add "{sender}" --channel {channel.value}')
     sender = sender or config.get("sender") or default_sender
+    # The row's own text, filled, is every channel's text but where a template gives one its own.
+    own_text = text if template is None else None
     steps = tuple(
-        _chain_step(row, values, step, step is required, region, account_zone, default_sender, directory, max_text)
+        _chain_step(row, values, step, step is required, own_text, region, account_zone, default_sender, directory)
         for step in chain[1:]
     )
 
@@ -425,19 +425,17 @@ def _template_order(row: _Row, directory: Directory | None) -> list[Channel]:
 
 
 def _chain_step(
-    row: _Row, values: dict[str, Any], channel: Channel, required: bool, region: str, account_zone: str,
-    default_sender: str, directory: Directory | None, max_text: int,
+    row: _Row, values: dict[str, Any], channel: Channel, required: bool, own_text: str | None, region: str,
+    account_zone: str, default_sender: str, directory: Directory | None,
 ) -> ChainStep:
     """A later channel of the row's chain, checked as the first one is: its recipient, its required columns,
-    its template configuration and text; problems are the row's, naming the channel."""
+    its template configuration and text (`own_text`, the row's filled text, without a template); problems
+    are the row's, naming the channel."""
     recipient, _zone = _recipient(row, channel, region, account_zone)
-    for name in REQUIRED[channel]:
-        if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
-            row.fail(name, "missing_" + _code(name), None,
-                     f"is empty; the row's channels include {channel.value}, whose messages need it ({BY_NAME[name].format})")
+    _check_required(row, channel, f"the row's channels include {channel.value}, whose messages need it")
     template, config = _template(row, channel, directory)
-    text = config.get("text") if template is not None else values.get("text")
-    if text is not None and not row.errors:
+    text = own_text
+    if template is not None and (text := config.get("text")) is not None and not row.errors:
         try:
             text = fill(text, values.get("variables"))
         except CompositionError:
@@ -446,8 +444,19 @@ def _chain_step(
     if sender is None or directory is None or (sender, channel.value) not in directory.senders:
         # A `from` registered for another channel is not this one's sender: the template's or the default is.
         sender = config.get("sender") or default_sender
-    validity = values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
-    return ChainStep(channel, recipient, text or "", sender, validity, required)
+    return ChainStep(channel, recipient, text or "", sender, _validity(values, config), required)
+
+
+def _check_required(row: _Row, channel: Channel, why: str) -> None:
+    """Each column `channel` requires (its recipient's aside, which _recipient checks) is filled, else the row fails saying `why`."""
+    for name in REQUIRED[channel]:
+        if row.get(name) is None and name != ADDRESS_COLUMN.get(channel):
+            row.fail(name, "missing_" + _code(name), None, f"is empty; {why} ({BY_NAME[name].format})")
+
+
+def _validity(values: dict[str, Any], config: dict[str, Any]) -> int:
+    """The validity period in minutes: the row's, else its template channel's lifetime, else the default."""
+    return values.get("validity period") or int(config.get("lifetime_minutes") or DEFAULT_VALIDITY)
 
 
 def _not_before(values: dict[str, Any], account_zone: str) -> datetime | None:

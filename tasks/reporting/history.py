@@ -16,7 +16,7 @@ from sqlmodel import Session
 from models.db import get_engine
 from models.params import HistoryFilter
 from models.settings import get_settings
-from models.status import UNSENT_STATUSES, HistoryGroup, MessageStatus
+from models.status import ACCEPTED_STATUSES, UNSENT_STATUSES, HistoryGroup, MessageStatus
 from models.tables import Message
 from tasks.reporting.workbook import clicks_by_message, save, write_messages
 
@@ -72,7 +72,7 @@ def export_history(filters: HistoryFilter, today: date | None = None) -> History
 
 _GROUP_STATUSES = {
     HistoryGroup.CREATED: (MessageStatus.CREATED, MessageStatus.QUEUED, MessageStatus.PAUSED),
-    HistoryGroup.PENDING: (MessageStatus.SENT, MessageStatus.PENDING),
+    HistoryGroup.PENDING: tuple(ACCEPTED_STATUSES),
     HistoryGroup.DELIVERED: (MessageStatus.DELIVERED, MessageStatus.READ),
     HistoryGroup.UNDELIVERED: (MessageStatus.UNDELIVERED, MessageStatus.EXPIRED),
     HistoryGroup.CANCELED: (MessageStatus.CANCELED, MessageStatus.SKIPPED),

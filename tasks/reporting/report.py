@@ -109,13 +109,10 @@ def _write_chains(workbook: Workbook, session: Session, task_id: int) -> Counter
             sheet.freeze_panes = "A2"
             header(sheet, CHAIN_COLUMNS)
         chain = " → ".join(step.channel + (" (required)" if step.required else "") for step in steps)
-        delivered = [step.channel for step in steps if step.status in _DELIVERED]
+        delivered = [step.channel for step in steps if step.status in DELIVERED_STATUSES]
         append(sheet, [row, chain, " → ".join(step.status for step in steps), ", ".join(delivered)])
         outcomes[chain, f"delivered by {', '.join(delivered)}" if delivered else "not delivered (yet)"] += 1
     return outcomes
-
-
-_DELIVERED = {s.value for s in DELIVERED_STATUSES}
 
 
 def _slug(name: str) -> str:
