@@ -153,8 +153,8 @@ def _dispatch_due(task_id: int, owner: str, channel: Channel, recent: deque[bool
             # and the other channels go on meanwhile (its next_due_at is when it may be sent to again).
             logger.info("%s provider asked to slow down: nothing goes to it for %.0f s", channel.value, result.retry_after)
             return result
-        if result.requested:
-            recent.append(result.carrier_fault is not None)
+        if result.requests:
+            recent.extend([False] * (result.requests - result.failed_requests) + [True] * result.failed_requests)
             failed = sum(recent)
             # Judged from the third request on, so a failing carrier suspends the campaign before any
             # message has spent its attempts (five by default).

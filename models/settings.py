@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # The longest message text a task-file row may have, in characters (255 GSM-7 parts are 39,015).
     max_text_chars: int = Field(default=20_000, ge=1)
     dispatch_batch_size: int = Field(default=500, ge=1, le=1000)
+    # How long one dispatch task run sends before it hands back to the flow (progress, polls, other channels):
+    # long enough that Prefect's cost per task run is lost in it, short enough to keep the UI current.
+    dispatch_span_seconds: float = Field(default=5.0, gt=0, le=60)
     # Longest wait the flow spends asleep in its process; longer waits reschedule the run.
     max_inprocess_wait_seconds: float = 60.0
     # Seconds after sending at which delivery status is asked; empty means the provider's own schedule.

@@ -57,12 +57,34 @@ def test_high_priority_messages_go_first(stack: Any, tmp_path: Path, engine: Any
     owner = f"test-{uuid.uuid4().hex[:6]}"
     take_lease.fn(task_id, owner)
 
-    first = dispatch.fn(task_id, owner, Channel.SMS)  # the sandbox has 4 requests in flight: 40 of 60
+    assert dispatch.fn(task_id, owner, Channel.SMS).sent == 60  # six requests of ten, four in flight at a time
 
-    assert first.sent == 40
     with Session(engine) as session:
-        unsent = session.scalars(select(Message.priority).where(Message.task_id == task_id, Message.sent_at.is_(None))).all()
-    assert sorted(unsent) == [2] * 20  # every high and normal message went before any low one
+        handed = session.execute(select(Message.priority, Message.handed_at).where(Message.task_id == task_id)).all()
+    claimed = {p: (min(at for q, at in handed if q == p), max(at for q, at in handed if q == p)) for p in (0, 1, 2)}
+    # Every high message was claimed before any normal one, and every normal one before any low one.
+    assert claimed[0][1] < claimed[1][0] and claimed[1][1] < claimed[2][0]
+
+
+def test_a_dispatch_hands_back_to_the_flow_when_its_span_ends(
+    stack: Any, tmp_path: Path, engine: Any, small_batches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NOTIFLOW_DISPATCH_SPAN_SECONDS", "0.5")
+    get_settings.cache_clear()
+    task_id, owner = ready_to_send(tmp_path, good=100)
+    with carrier_config(stack.sandbox_url, accept_seconds=0.4):
+        first = dispatch.fn(task_id, owner, Channel.SMS)
+        # Claims stop at the span's end; what was in flight then is recorded before it returns.
+        assert 0 < first.sent < 100 and first.sent % 10 == 0 and first.due_now
+        assert first.sent + first.remaining == 100 and first.requests == first.sent // 10
+        rest = dispatch.fn(task_id, owner, Channel.SMS)
+        while rest.due_now:
+            rest = dispatch.fn(task_id, owner, Channel.SMS)
+    with Session(engine) as session:
+        sent = session.scalars(select(Message.provider_message_id).where(Message.task_id == task_id)).all()
+    assert None not in sent and len(set(sent)) == 100
+    refs = carrier_refs(stack.sandbox_url, task_id, engine)
+    assert len(refs) == len(set(refs)) == 100
 
 
 def test_a_429_holds_only_its_provider_for_retry_after_and_spends_no_attempt(stack: Any, tmp_path: Path, engine: Any) -> None:

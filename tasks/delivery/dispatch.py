@@ -1,4 +1,4 @@
-"""Dispatch: hand one batch of due messages to the channel's provider, exactly once.
+"""Dispatch: hand a channel's due messages to its provider, exactly once, with its requests in flight all the time.
 
 Each message is marked as handed (attempt, run, time) and committed before the provider call, and
 its outcome is committed right after. A message left handed without a provider id (the process was
@@ -12,14 +12,15 @@ suspends its run instead of finishing or waiting into a send.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from models.db import session_scope
 from models.history import transition
@@ -52,20 +53,29 @@ class DispatchResult:
     retry_after: float | None = None
     # The task is paused: nothing was sent and nothing will be until someone resumes it.
     paused: bool = False
+    # Send requests made (answered or not), and how many of them failed (a fault or a throttle).
+    requests: int = 0
+    failed_requests: int = 0
 
     @property
     def due_now(self) -> bool:
         return not self.paused and self.remaining > 0 and (self.next_due_at is None or self.next_due_at <= utcnow())
 
-    @property
-    def requested(self) -> bool:
-        """A send request went to the provider (answered or not)."""
-        return bool(self.sent or self.refused or self.carrier_fault)
+
+@dataclass
+class _Tally:
+    sent: int = 0
+    refused: int = 0
+    requests: int = 0
+    failed: int = 0
+    fault: ProviderUnavailable | None = None
+    stopped_by: str | None = None  # the task's state when a claim found it paused or cancelled
 
 
-@task(name="dispatch batch", cache_policy=NO_CACHE)
+@task(name="dispatch", cache_policy=NO_CACHE)
 def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
-    """Send the next batch of due messages of one channel; report what is left on it and when it is due."""
+    """Send one channel's due messages for up to `dispatch_span_seconds`, with the provider's requests in flight
+    all the time; report what is left on the channel and when it is due."""
     settings = get_settings()
     provider = provider_for(channel)
     with session_scope() as session:
@@ -73,17 +83,12 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
         renew_lease(session, task_id, owner)
     # Messages of an earlier call that never answered come first: asked by their key, never resent blind.
     settled = reconcile(task_id, channel, provider, owner)
-    now = utcnow()
-    held_until = throttled_until(provider.name)
     with session_scope() as session:
-        task_state = lock_task(session, task_id)
         renew_lease(session, task_id, owner)
+        task_state = lock_task(session, task_id)
         stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
         if not stopped:
-            # While the provider asked us to slow down (429), nothing is claimed: expiry and windows still move.
-            requests = 0 if held_until else provider.capabilities.in_flight
-            batch, expired, uid = _claim(session, task_id, owner, channel, provider, now, requests)
-    per_request = min(settings.dispatch_batch_size, provider.capabilities.batch_size)
+            expired, uid = _make_due(session, task_id, channel, utcnow())
     if stopped:
         # Paused (by a user, or by the error threshold) or cancelled from outside while this process
         # was between batches: send nothing, and say paused, so the flow suspends instead of
@@ -93,65 +98,34 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
             channel=channel.value, sent=settled.sent, refused=0, expired=0,
             remaining=_what_is_left(task_id, channel)[0] if paused else 0, next_due_at=None, paused=paused,
         )
-    sent = refused = 0
-    fault: ProviderUnavailable | None = None
-    # Up to `in_flight` requests at once, each a batch of the provider's size; answers recorded in this
-    # thread as they come (each batch's outcome committed right after its call, as one call alone was).
-    chunks = [batch[i : i + per_request] for i in range(0, len(batch), per_request)]
-    if chunks:
-        pool = _senders(provider)
-        calls = {pool.submit(_send, provider, uid, channel, chunk): chunk for chunk in chunks}
-        for call in as_completed(calls):
-            chunk = calls[call]
-            ids = {f"{uid}-{m.id}": m.id for m in chunk}
-            try:
-                acceptances = call.result()
-            except ProviderUnavailable as exc:
-                # A throttle (429) is reported only when nothing else failed: any other fault is the one the
-                # flow backs off for and counts toward suspending the campaign.
-                fault = exc if fault is None or not exc.retry_after else fault
-                if exc.retry_after:
-                    throttle(provider.name, exc.retry_after)
-                # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
-                answered = {a.ref for a in exc.answered}
-                if answered:
-                    chunk_sent, chunk_refused = record_acceptances(list(exc.answered), ids, provider)
-                    sent += chunk_sent
-                    refused += chunk_refused
-                _give_back([m for m in chunk if f"{uid}-{m.id}" not in answered], exc, settings.max_send_attempts)
-            except ProviderRejected as exc:
-                refused += _refuse_all(chunk, provider, str(exc))
-            else:
-                chunk_sent, chunk_refused = record_acceptances(acceptances, ids, provider)
-                sent += chunk_sent
-                refused += chunk_refused
-    elif settled.error:
+    tally = _Tally()
+    if throttled_until(provider.name) is None:
+        _send_due(task_id, owner, channel, provider, uid, tally, time.monotonic() + settings.dispatch_span_seconds)
+    fault = tally.fault
+    if fault is None and not tally.requests and settled.error:
         fault = ProviderUnavailable(settled.error)
-    sent += settled.sent
-    expired += settled.closed
     remaining, next_due = _what_is_left(task_id, channel)
     held_until = throttled_until(provider.name)
     if held_until and remaining:
         next_due = held_until if next_due is None else max(next_due, held_until)
     return DispatchResult(
         channel=channel.value,
-        sent=sent,
-        refused=refused,
-        expired=expired,
+        sent=tally.sent + settled.sent,
+        refused=tally.refused,
+        expired=expired + settled.closed,
         remaining=remaining,
         next_due_at=next_due,
         carrier_fault=str(fault) if fault else None,
         retry_after=fault.retry_after if fault else None,
+        paused=tally.stopped_by == TaskState.PAUSED,
+        requests=tally.requests,
+        failed_requests=tally.failed,
     )
 
 
-def _claim(
-    session: Any, task_id: int, owner: str, channel: Channel, provider: Provider, now: datetime, requests: int
-) -> tuple[list[Any], int, str]:
-    """Under the task's lock: expire what is past its validity, queue what is due, and mark the next
-    `requests` batches handed to `owner`, high priority first; returns them, how many expired, and the
-    task's uid (the key's prefix)."""
-    settings = get_settings()
+def _make_due(session: Any, task_id: int, channel: Channel, now: datetime) -> tuple[int, str]:
+    """Under the task's lock: expire what is past its validity, reschedule what missed its window, and queue
+    what is due; returns how many expired and the task's uid (the messages' key prefix)."""
     uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
     unsent = and_(
         Message.task_id == task_id, Message.channel == channel.value,
@@ -174,25 +148,104 @@ def _claim(
         "waiting in queue",
         "dispatch",
     )
-    if not requests:
-        return [], expired, uid
-    claim = (
-        select(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts, Message.encoding, Message.parts,
-               Message.params)
-        .where(unsent, Message.status == MessageStatus.QUEUED.value)
-        .order_by(Message.priority, Message.id)
-        .limit(min(settings.dispatch_batch_size, provider.capabilities.batch_size) * requests)
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        claim = claim.with_for_update(skip_locked=True)
-    batch = session.execute(claim).all()
-    if batch:
-        session.execute(
-            update(Message)
-            .where(Message.id.in_([m.id for m in batch]))
-            .values(handed_at=now, handed_by=owner, provider=provider.name, attempts=Message.attempts + 1)
+    return expired, uid
+
+
+def _send_due(
+    task_id: int, owner: str, channel: Channel, provider: Provider, uid: str, tally: _Tally, until: float
+) -> None:
+    """Keep the provider's `in_flight` requests going until nothing is due, the span ends, the task is paused or
+    cancelled, or the provider faults or throttles: each answer is recorded as it comes, and a new batch is
+    claimed in its place, so the provider never waits for the slowest request of a round."""
+    settings = get_settings()
+    per_request = min(settings.dispatch_batch_size, provider.capabilities.batch_size)
+    pool = _senders(provider)
+    running: dict[Future[list[Acceptance]], list[Any]] = {}
+    claiming = True
+    while True:
+        while claiming and len(running) < provider.capabilities.in_flight:
+            if time.monotonic() >= until or tally.fault is not None or throttled_until(provider.name):
+                claiming = False
+                break
+            chunk, state = _claim(task_id, owner, channel, provider, per_request)
+            if state in (TaskState.PAUSED, TaskState.CANCELLED):
+                tally.stopped_by = state
+            if not chunk:
+                claiming = False
+                break
+            running[pool.submit(_send, provider, uid, channel, chunk)] = chunk
+        if not running:
+            return
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for call in done:
+            _record(call, running.pop(call), provider, uid, tally, settings.max_send_attempts)
+
+
+def _record(
+    call: Future[list[Acceptance]], chunk: list[Any], provider: Provider, uid: str, tally: _Tally, max_attempts: int
+) -> None:
+    """Commit one request's outcome right after its answer."""
+    tally.requests += 1
+    ids = {f"{uid}-{m.id}": m.id for m in chunk}
+    try:
+        acceptances = call.result()
+    except ProviderUnavailable as exc:
+        tally.failed += 1
+        # A throttle (429) is reported only when nothing else failed: any other fault is the one the
+        # flow backs off for and counts toward suspending the campaign.
+        tally.fault = exc if tally.fault is None or not exc.retry_after else tally.fault
+        if exc.retry_after:
+            throttle(provider.name, exc.retry_after)
+        # What the provider answered before the fault (an SMPP window cut short) is recorded; the rest goes back.
+        answered = {a.ref for a in exc.answered}
+        if answered:
+            sent, refused = record_acceptances(list(exc.answered), ids, provider)
+            tally.sent += sent
+            tally.refused += refused
+        _give_back([m for m in chunk if f"{uid}-{m.id}" not in answered], exc, max_attempts)
+    except ProviderRejected as exc:
+        tally.refused += _refuse_all(chunk, provider, str(exc))
+    else:
+        sent, refused = record_acceptances(acceptances, ids, provider)
+        tally.sent += sent
+        tally.refused += refused
+
+
+def _claim(task_id: int, owner: str, channel: Channel, provider: Provider, size: int) -> tuple[list[Any], str | None]:
+    """Mark the next `size` queued messages of the channel handed to `owner`, high priority first, in one
+    statement under the task's lock; returns them (none when the task is paused or cancelled) and the task's state.
+
+    A message whose window closed or whose validity ran out since the span began is left for the next span's
+    _make_due, never sent late."""
+    now = utcnow()
+    with session_scope() as session:
+        renew_lease(session, task_id, owner)
+        state = lock_task(session, task_id)
+        if state in (TaskState.PAUSED, TaskState.CANCELLED):
+            return [], state
+        picked = (
+            select(Message.id)
+            .where(
+                Message.task_id == task_id, Message.channel == channel.value, Message.status == MessageStatus.QUEUED.value,
+                Message.provider_message_id.is_(None), Message.handed_at.is_(None),
+                or_(Message.expires_at.is_(None), Message.expires_at > now),
+                or_(Message.window_ends_at.is_(None), Message.window_ends_at > now),
+            )
+            .order_by(Message.priority, Message.id)
+            .limit(size)
         )
-    return batch, expired, uid
+        if session.get_bind().dialect.name == "postgresql":
+            picked = picked.with_for_update(skip_locked=True)
+        batch = session.execute(
+            update(Message)
+            .where(Message.id.in_(picked.scalar_subquery()))
+            .values(handed_at=now, handed_by=owner, provider=provider.name, attempts=Message.attempts + 1)
+            .returning(Message.id, Message.recipient, Message.text, Message.sender, Message.attempts, Message.encoding,
+                       Message.parts, Message.params, Message.priority)
+            .execution_options(synchronize_session=False)
+        ).all()
+    # RETURNING keeps no order: the provider gets them in priority order all the same.
+    return sorted(batch, key=lambda m: (m.priority, m.id)), state
 
 
 _pools: dict[tuple[str, int], ThreadPoolExecutor] = {}
@@ -234,7 +287,7 @@ def _give_back(batch: list[Any], fault: ProviderUnavailable, max_attempts: int) 
             )
         return
     with session_scope() as session:
-        spent = [m.id for m in batch if m.attempts + 1 >= max_attempts]
+        spent = [m.id for m in batch if m.attempts >= max_attempts]  # attempts as claimed, this one counted
         if spent:
             transition(
                 session, Message.id.in_(spent), MessageStatus.ERROR,
