@@ -79,6 +79,10 @@ def _openapi() -> dict[str, Any]:
     components.update(params_schema.pop("$defs", {}))
     params_schema["properties"].pop("task_id", None)  # a new task never continues another
     components["NotificationTaskParams"] = params_schema
+    # One error shape everywhere: FastAPI's own 422 body is never answered (api/errors.py answers instead).
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    _replace_refs(schema["paths"], "#/components/schemas/HTTPValidationError", "#/components/schemas/ErrorResponse")
     schema["servers"] = [{"url": "/"}]
     for path, operations in schema["paths"].items():
         for operation in operations.values():
@@ -88,6 +92,18 @@ def _openapi() -> dict[str, Any]:
                 operation["security"] = []
     app.openapi_schema = schema
     return schema
+
+
+def _replace_refs(node: Any, old: str, new: str) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and value == old:
+                node[key] = new
+            else:
+                _replace_refs(value, old, new)
+    elif isinstance(node, list):
+        for item in node:
+            _replace_refs(item, old, new)
 
 
 app.openapi = _openapi  # type: ignore[method-assign]

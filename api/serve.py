@@ -45,9 +45,9 @@ def log_config() -> dict[str, Any]:
 def serve_api(host: str, port: int, log_level: str = "info") -> None:
     import uvicorn
 
+    # Imported first: Prefect sets up its logging on import, which would drop uvicorn's handlers set up before.
+    from api.app import app
     from models.db import get_engine
 
     get_engine()  # migrate before the first request
-    uvicorn.run("api.app:app", host=host, port=port, log_level=log_level, log_config=log_config(),
-                # Proxy headers are trusted only from the local host (uvicorn's default); the body limit is the app's.
-                server_header=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, log_config=log_config(), server_header=False)

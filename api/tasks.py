@@ -32,6 +32,7 @@ from models.status import Channel, TaskState
 from tasks.intake import task_file
 from tasks.intake.task_file import TASK_FILE_SUFFIXES
 from tasks.reporting.counts import status_counts
+from tasks.schedule.windows import parse_windows
 from tasks.reporting.task_list import TaskCategory, TaskFilter, task_list
 
 router = APIRouter(prefix="/tasks", tags=["notification tasks"])
@@ -141,9 +142,15 @@ def _params(data: Any) -> NotificationTaskParams:
         raise RequestValidationError([{"loc": ("body", "task_id"), "msg": "a new task cannot continue another; "
                                        "resume that one with POST /v1/tasks/{id}/resume", "type": "value_error"}])
     try:
-        return NotificationTaskParams.model_validate(data)
+        params = NotificationTaskParams.model_validate(data)
     except ValidationError as exc:
         raise RequestValidationError([e | {"loc": ("body", *e["loc"])} for e in exc.errors()]) from exc
+    try:
+        if params.windows:
+            parse_windows(params.windows)
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("body", "windows"), "msg": str(exc), "type": "value_error"}]) from exc
+    return params
 
 
 async def _uploaded_task(request: Request) -> NotificationTaskParams:

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from api.auth import require_webhook_secret
@@ -41,6 +42,11 @@ def dlr_path(instance: str) -> str:
 async def provider_reports(instance: str, request: Request) -> ReportsApplied:
     """Delivery reports pushed by a provider instance (its own route, its own secret); polling stays the safety net."""
     payload = await _payload(request)
+    # In a worker thread, as a sync route would run: Prefect's block loading answers a coroutine inside the event loop.
+    return await run_in_threadpool(_apply_pushed, instance, payload)
+
+
+def _apply_pushed(instance: str, payload: Any) -> ReportsApplied:
     provider, reports = _parse_reports(instance, payload)
     with session_scope() as session:
         applied = apply_reports(session, provider.name, reports, "webhook")
