@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from api.errors import ApiError, documented
-from api.inputs import Id, PlainText
+from api.inputs import MAX_ID, Id, PlainText
 from deployments.control import cancel, pause, resume
 from deployments.runs import start_run, ui_url
 from models.db import session_scope
@@ -219,7 +219,8 @@ def list_tasks(
     """Tasks newest first, filtered as the spec's task list filters them, a page at a time."""
     filters = TaskFilter(state=state.value if state else None, category=category, search=search, since=since, until=until,
                          flow_run_id=flow_run_id)
-    rows = task_list(filters, before_id=int(cursor) if cursor else None, limit=limit + 1)
+    # A cursor past the id column's range names no task: clamped, so the database never sees it.
+    rows = task_list(filters, before_id=min(int(cursor), MAX_ID) if cursor else None, limit=limit + 1)
     page = rows[:limit]
     return {"items": [_summary(r) for r in page], "next_cursor": str(page[-1]["id"]) if len(rows) > limit else None}
 
@@ -227,8 +228,8 @@ def list_tasks(
 @router.get("/{task_id}", response_model=Task, summary="Show a notification task", responses=documented(404, 422))
 def read_task(task_id: Id) -> dict[str, Any]:
     """A task's state, progress and message counts per status."""
-    rows = task_list(TaskFilter(), before_id=task_id + 1, limit=1)
-    if not rows or rows[0]["id"] != task_id:
+    rows = task_list(TaskFilter(task_id=task_id))
+    if not rows:
         raise ApiError(404, "not_found", f"notification task {task_id} does not exist; GET /v1/tasks lists them")
     with session_scope() as session:
         counts = status_counts(session, task_id)

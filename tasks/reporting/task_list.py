@@ -2,6 +2,7 @@
 newest first, a page at a time."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import StrEnum
@@ -42,6 +43,7 @@ class TaskFilter:
     since: date | None = None
     until: date | None = None
     flow_run_id: str | None = None
+    task_id: int | None = None
 
 
 _DAY = timedelta(days=1)
@@ -69,8 +71,8 @@ def task_list(filters: TaskFilter, *, before_id: int | None = None, limit: int |
     if filters.search:
         # The spec's search: by full id or by any part of the name.
         by_name = func.lower(NotificationTask.name).contains(filters.search.lower())
-        query = query.where(or_(by_name, NotificationTask.id == int(filters.search)) if filters.search.isdigit()
-                            and len(filters.search) < 10 else by_name)
+        query = query.where(or_(by_name, NotificationTask.id == int(filters.search))
+                            if re.fullmatch(r"[0-9]{1,9}", filters.search) else by_name)
     zone = ZoneInfo(get_settings().timezone)
     if filters.since:
         query = query.where(NotificationTask.created_at >= datetime.combine(filters.since, time(0), zone).astimezone(timezone.utc))
@@ -79,6 +81,8 @@ def task_list(filters: TaskFilter, *, before_id: int | None = None, limit: int |
         query = query.where(NotificationTask.created_at < end)
     if filters.flow_run_id:
         query = query.where(NotificationTask.flow_run_id == filters.flow_run_id)
+    if filters.task_id is not None:
+        query = query.where(NotificationTask.id == filters.task_id)
     if before_id is not None:
         query = query.where(NotificationTask.id < before_id)
     if limit is not None:
