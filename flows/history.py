@@ -48,7 +48,7 @@ def history_report(period: Period = "current-month", filters: HistoryFilter | No
     name = result.path.rsplit("/", 1)[-1]
     create_markdown_artifact(
         f"# Message history {result.since} – {result.until}\n\n**{result.messages}** messages.\n\n"
-        f"[Download {escape(name)}]({signed_link(f'/reports/{name}')}) · on the server: {code_span(result.path)}",
+        f"[Download {escape(name)}]({signed_link(f'/v1/reports/{name}')}) · on the server: {code_span(result.path)}",
         key="history-report", description="Latest history export",
     )
     return result.path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -51,8 +52,26 @@ def revoke_token(name: str) -> None:
 
 
 def token_is_valid(token: str) -> bool:
+    return authenticate(token) is not None
+
+
+# When this process last wrote each token's last_used_at: a request a minute is enough to show a token is in use.
+_TOUCH_SECONDS = 60.0
+_touched: dict[int, float] = {}
+
+
+def authenticate(token: str) -> str | None:
+    """The name of the active token `token`, or None; notes (at most once a minute) that it was used."""
     if not token.startswith(TOKEN_PREFIX):
-        return False
+        return None
     with session_scope() as session:
-        found = session.scalar(select(ApiToken.id).where(ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)))
-    return found is not None
+        found = session.execute(
+            select(ApiToken.id, ApiToken.name).where(ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None))
+        ).first()
+        if found is None:
+            return None
+        now = time.monotonic()
+        if now - _touched.get(found.id, -_TOUCH_SECONDS) >= _TOUCH_SECONDS:
+            _touched[found.id] = now
+            session.execute(update(ApiToken).where(ApiToken.id == found.id).values(last_used_at=utcnow()))
+    return found.name

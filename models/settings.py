@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     keep_task_files: bool = False
     # Host names the API answers to; empty: localhost, 127.0.0.1 and the hosts of api_url and public_url.
     trusted_hosts: list[str] = Field(default_factory=list)
+    # Request bodies the API takes: a multipart upload (a task file) up to api_max_upload_bytes, any other
+    # body (JSON, a provider's delivery report) up to api_max_json_bytes; larger ones are answered 413.
+    api_max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    api_max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests a second each API token may make on average, and at once (a token bucket per API process).
+    api_rate_per_second: float = Field(default=100.0, gt=0)
+    api_rate_burst: int = Field(default=200, ge=1)
     # Signs report links and derives the providers' webhook secrets; empty: generated once into `home`/secret.key.
     secret_key: str = ""
     # How long a signed report link in a run's artifacts stays valid.

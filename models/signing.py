@@ -55,7 +55,7 @@ def _signature(path: str, expires: int) -> str:
 
 
 def signed_link(path: str) -> str:
-    """The API address of `path` (e.g. /tasks/5/report.xlsx) that works without a token until it expires."""
+    """The API address of `path` (e.g. /v1/tasks/5/report.xlsx) that works without a token until it expires."""
     settings = get_settings()
     expires = int(time.time()) + settings.signed_link_seconds
     return f"{settings.api_url.rstrip('/')}{path}?expires={expires}&signature={_signature(path, expires)}"

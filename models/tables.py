@@ -326,3 +326,5 @@ class ApiToken(SQLModel, table=True):
     token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     revoked_at: datetime | None = _ts()
+    # When a request last carried it (written at most once a minute per API process).
+    last_used_at: datetime | None = _ts()

@@ -159,6 +159,18 @@ def server() -> None:
 
 
 @app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve the HTTP API alone (the database from NOTIFLOW_DATABASE_URL); `notiflow server` serves it with the rest."""
+    from api.serve import serve_api
+
+    serve_api(host, port, log_level)
+
+
+@app.command()
 def demo(rows: Annotated[int, typer.Option(help="Rows in the sample task file")] = 1000) -> None:
     """Start the stack in the background, run a sample notification task end to end, print what happened."""
     from deployments.runs import start_run, ui_url
@@ -228,14 +240,21 @@ def cancel(task: Annotated[str, typer.Argument(help="Task id or name")]) -> None
 @app.command("tasks")
 def list_tasks(
     state: Annotated[Optional[str], typer.Option(help="created, scheduled, in progress, paused, completed, cancelled, failed")] = None,
-    search: Annotated[Optional[str], typer.Option(help="Part of the task name")] = None,
+    category: Annotated[Optional[str], typer.Option(help='The list\'s category: "in progress", created (with scheduled), paused, completed (every ended task)')] = None,
+    search: Annotated[Optional[str], typer.Option(help="The task id or part of the task name")] = None,
     since: Annotated[Optional[str], typer.Option(help="Created on or after this date (YYYY-MM-DD)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """The task list: search by name and creation date, filter by state."""
-    from notiflow.tasklist import task_list
+    """The task list: search by name or id and creation date, filter by state or category."""
+    from deployments.runs import ui_url
+    from tasks.reporting.task_list import TaskCategory, TaskFilter, parse_day, task_list
 
-    rows = task_list(state=state, search=search, since=since)
+    try:
+        chosen = TaskCategory(category) if category else None
+    except ValueError as exc:
+        raise NotiflowError(f"--category {category!r}: use one of {', '.join(repr(c.value) for c in TaskCategory)}") from exc
+    rows = [row | {"ui_url": ui_url(row["flow_run_id"]) if row["flow_run_id"] else None}
+            for row in task_list(TaskFilter(state=state, category=chosen, search=search, since=parse_day(since, "--since")))]
     if as_json:
         _emit(rows)
         return

@@ -40,7 +40,7 @@ def services() -> list[Service]:
         ),
         Service(
             "notiflow API", f"{settings.api_url.rstrip('/')}/health",
-            [sys.executable, "-m", "uvicorn", "api.app:app", "--host", api.host, "--port", str(api.port), "--log-level", "warning"],
+            [sys.executable, "-m", "notiflow.cli", "api", "--host", api.host, "--port", str(api.port), "--log-level", "warning"],
         ),
     ]
 

@@ -152,7 +152,7 @@ class HttpSmsProvider(PooledHttpProvider):
         if options.auth_scheme == "basic" and not account.username:
             raise HttpSmsAccountError(f"the http provider account {name!r} uses basic auth but has no username: set it")
         base = (settings.public_url or settings.api_url).rstrip("/")
-        report_url = f"{base}/webhooks/{quote(name, safe='')}?secret={webhook_secret(name)}"
+        report_url = f"{base}/dlr/{quote(name, safe='')}?secret={webhook_secret(name)}"
         return cls(name, account.url, options, username=account.username, password=password,
                    sender=account.sender or "", report_url=report_url)
 

@@ -143,7 +143,7 @@ class KannelGateway(PooledHttpProvider):
             )
         options = dict(account.options or {})
         secret = webhook_secret(name)
-        dlr_url = f"{settings.api_url.rstrip('/')}/webhooks/{quote(name, safe='')}/dlr?secret={secret}"
+        dlr_url = f"{settings.api_url.rstrip('/')}/dlr/{quote(name, safe='')}?secret={secret}"
         return cls(
             name, account.url, username=account.username, password=account.password.get_secret_value(),
             dlr_url=dlr_url, sender=account.sender or "", max_parts=int(options.get("max_parts", 1)),

@@ -88,7 +88,7 @@ def build(name: str, settings: Settings) -> Provider:
         from providers.sandbox.adapter import SandboxCarrier
 
         # The secret in the URL is how the API tells the carrier's reports from forged ones.
-        report_url = f"{settings.api_url.rstrip('/')}/webhooks/{SANDBOX}?secret={webhook_secret(SANDBOX)}"
+        report_url = f"{settings.api_url.rstrip('/')}/dlr/{SANDBOX}?secret={webhook_secret(SANDBOX)}"
         return SandboxCarrier(settings.sandbox_url, name=SANDBOX, report_url=report_url)
     account = load_account(name)
     cls = adapter_class(account.kind)

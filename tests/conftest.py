@@ -129,6 +129,16 @@ def stack(engine) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
         os.killpg(process.pid, signal.SIGKILL)
 
 
+@pytest.fixture(scope="session")
+def api_server(engine):  # type: ignore[no-untyped-def]
+    """One `notiflow api` for the session's HTTP tests (no Prefect server or deployments needed)."""
+    from tests.api_server import start_api_server
+
+    server = start_api_server()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def home() -> Path:
     return _HOME

@@ -112,7 +112,7 @@ def test_run_shows_progress_counts_and_a_summary_in_the_ui(stack: Any, finished_
     # The summary's links open without a token (the UI cannot send one): they are signed.
     funnel_link = summary_.split("![delivery funnel](", 1)[1].split(")", 1)[0]
     report_link = summary_.split("[Download the Excel report](", 1)[1].split(")", 1)[0]
-    assert funnel_link.startswith(f"{stack.api_url}/tasks/{task_id}/funnel.svg?")
+    assert funnel_link.startswith(f"{stack.api_url}/v1/tasks/{task_id}/funnel.svg?")
     funnel = httpx.get(funnel_link)
     assert funnel.status_code == 200 and funnel.text.startswith("<svg") and ">120<" in funnel.text
     report = httpx.get(report_link)

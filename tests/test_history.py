@@ -96,7 +96,7 @@ def test_history_report_deployment_is_scheduled_daily_and_monthly_and_links_its_
         artifact = client.read_latest_artifacts(limit=50)
     summary = next(a for a in artifact if a.key == "history-report")
     link = str(summary.data).split("](", 1)[1].split(")", 1)[0]
-    assert link.startswith(f"{stack.api_url}/reports/")
+    assert link.startswith(f"{stack.api_url}/v1/reports/")
     download = httpx.get(link)  # as the UI's link is opened: signed, no token
     assert download.status_code == 200 and download.content[:2] == b"PK"
     assert httpx.get(link.split("?", 1)[0]).status_code == 401

@@ -287,7 +287,7 @@ def test_a_pushed_report_reaches_the_running_api_and_is_applied_forward_only(
     assert dispatch.fn(task_id, owner, Channel.SMS).sent == 2
     pushed, polled = messages_of(engine, task_id)
     callback = aggregators.sent[pushed.provider_message_id]["callback"]  # type: ignore[index]
-    assert callback == f"{stack.api_url}/webhooks/{instance}?secret={webhook_secret(instance)}"
+    assert callback == f"{stack.api_url}/dlr/{instance}?secret={webhook_secret(instance)}"
 
     def push(status: str, description: str) -> dict[str, Any]:
         report = {"results": [{"messageId": pushed.provider_message_id, "status": {"name": status, "description": description}}]}
@@ -322,12 +322,12 @@ def test_a_form_report_pushed_to_the_webhook_is_read_by_the_report_mapping(
     assert dispatch.fn(task_id, owner, Channel.SMS).sent == 1
     (message,) = messages_of(engine, task_id)
     with TestClient(app, base_url="http://127.0.0.1") as client:
-        answer = client.post(f"/webhooks/{instance}?secret={webhook_secret(instance)}",
+        answer = client.post(f"/dlr/{instance}?secret={webhook_secret(instance)}",
                              data={"MessageSid": message.provider_message_id, "MessageStatus": "undelivered",
                                    "ErrorMessage": "phone off", "Timestamp": "1796221225"})
         assert answer.json() == {"received": 1, "applied": 1}
-        garbage = client.post(f"/webhooks/{instance}?secret={webhook_secret(instance)}", data={"hello": "world"})
-        assert garbage.status_code == 422 and "MessageSid" in garbage.json()["detail"]
+        garbage = client.post(f"/dlr/{instance}?secret={webhook_secret(instance)}", data={"hello": "world"})
+        assert garbage.status_code == 422 and "MessageSid" in garbage.json()["error"]["message"]
     (message,) = messages_of(engine, task_id)
     assert (message.status, message.status_description) == (MessageStatus.UNDELIVERED, "phone off")
 

@@ -187,7 +187,7 @@ class socket_that_refuses:
         return None
 
 
-# --- the DLR route: GET /webhooks/{instance}/dlr ----------------------------------------------------
+# --- the DLR route: GET /dlr/{instance} -------------------------------------------------------------
 
 def sent_messages(instance: str, count_: int) -> tuple[int, list[str]]:
     """A task with `count_` messages SENT through `instance`, each with our reference as the provider id."""
@@ -210,7 +210,7 @@ def sent_messages(instance: str, count_: int) -> tuple[int, list[str]]:
 
 def dlr(instance: str, ref: str, kind: int, secret: str | None = None, reply: str = "") -> str:
     secret = webhook_secret(instance) if secret is None else secret
-    return f"/webhooks/{instance}/dlr?secret={secret}&ref={ref}&type={kind}&reply={reply}&smsc=abc&at=1796221225"
+    return f"/dlr/{instance}?secret={secret}&ref={ref}&type={kind}&reply={reply}&smsc=abc&at=1796221225"
 
 
 def test_a_delivery_report_and_a_stale_ack_racing_end_delivered_with_one_event_each(
@@ -266,13 +266,13 @@ def test_the_dlr_route_refuses_a_missing_or_wrong_secret_and_an_unknown_referenc
     instance = save_account(kannel)
     task_id, (ref,) = sent_messages(instance, 1)
     before = events_count(engine, task_id)
-    assert stranger.get(f"/webhooks/{instance}/dlr?ref={ref}&type=1").status_code == 401
+    assert stranger.get(f"/dlr/{instance}?ref={ref}&type=1").status_code == 401
     assert stranger.get(dlr(instance, ref, 1, secret="guess")).status_code == 401
     assert stranger.get(dlr(instance, ref, 1, secret=webhook_secret("sandbox"))).status_code == 401
     unknown = stranger.get(dlr(instance, f"{ref}-nope", 1))
     assert unknown.status_code == 404  # not known (yet): Kannel asks again later
     assert stranger.get(dlr(instance, ref, 99)).json() == {"received": 0, "applied": 0}  # a type we do not know
-    assert stranger.get(f"/webhooks/{instance}/dlr?secret={webhook_secret(instance)}&type=1").status_code == 422
+    assert stranger.get(f"/dlr/{instance}?secret={webhook_secret(instance)}&type=1").status_code == 422
     assert events_count(engine, task_id) == before
     assert messages_of(engine, task_id)[0].status == MessageStatus.SENT
     failed = stranger.get(dlr(instance, ref, 2, reply="id:1 sub:001 dlvrd:000 stat:UNDELIV err:001 text:hi"))

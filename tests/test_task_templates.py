@@ -81,11 +81,11 @@ def test_full_list_has_every_column_of_the_spec() -> None:
 
 
 def test_api_lists_and_serves_the_templates(stack: Any, auth: dict[str, str]) -> None:
-    listed = httpx.get(f"{stack.api_url}/task-templates", timeout=30, headers=auth).json()
+    listed = httpx.get(f"{stack.api_url}/v1/task-templates", timeout=30, headers=auth).json()
     assert [t["title"] for t in listed] == TITLES
     response = httpx.get(f"{stack.api_url}{listed[0]['url']}", timeout=30, headers=auth)
     assert response.status_code == 200 and "attachment" in response.headers["content-disposition"]
     workbook = load_workbook(io.BytesIO(response.content))
     assert [c.value for c in workbook["Messages"][1]] == listed[0]["columns"]
-    missing = httpx.get(f"{stack.api_url}/task-templates/nope.xlsx", timeout=30, headers=auth)
-    assert missing.status_code == 404 and "/task-templates" in missing.json()["detail"]
+    missing = httpx.get(f"{stack.api_url}/v1/task-templates/nope.xlsx", timeout=30, headers=auth)
+    assert missing.status_code == 404 and "/v1/task-templates" in missing.json()["error"]["message"]

@@ -300,7 +300,10 @@ def test_notiflow_command_prints_an_unregistered_sender_error(engine: Any, tmp_p
 
 @pytest.fixture
 def client(engine: Any) -> TestClient:
+    from api import errors
+
     app = FastAPI()
+    errors.install(app)  # the API's error shape, as api/app.py answers
     app.include_router(router)
     return TestClient(app)
 
@@ -317,7 +320,7 @@ def test_api_creates_reads_searches_updates_and_deletes_a_template(client: TestC
     assert replaced.status_code == 200 and replaced.json()["name"] == name + " v2"
     assert client.delete(f"/templates/{template_id}").status_code == 204
     missing = client.get(f"/templates/{template_id}")
-    assert missing.status_code == 404 and f"template {template_id} does not exist" in missing.json()["detail"]
+    assert missing.status_code == 404 and f"template {template_id} does not exist" in missing.json()["error"]["message"]
     assert client.delete(f"/templates/{template_id}").status_code == 404
     assert client.put(f"/templates/{template_id}", json=template_data(sender)).status_code == 404
 
@@ -327,23 +330,23 @@ def test_api_invalid_template_is_a_422_naming_the_field(client: TestClient, send
     data["channels"][0]["button_text"] = "a very long button caption"
     response = client.post("/templates", json=data)
     assert response.status_code == 422
-    [problem] = response.json()["detail"]
-    assert problem["loc"] == ["body", "channels", 0, "viber", "button_text"]
-    assert "at most 20 are allowed" in problem["msg"]
+    [problem] = response.json()["error"]["details"]
+    assert problem["field"] == "body.channels[0].viber.button_text"
+    assert "at most 20 are allowed" in problem["message"]
 
 
 def test_api_unregistered_sender_is_a_422_telling_how_to_register(client: TestClient, engine: Any) -> None:
     ghost = unique("GHOST")
     response = client.post("/templates", json=template_data(ghost))
     assert response.status_code == 422
-    assert f"register it with notiflow sender add {ghost} --channel sms" in response.json()["detail"]
+    assert f"register it with notiflow sender add {ghost} --channel sms" in response.json()["error"]["message"]
 
 
 def test_api_registers_and_lists_senders_and_refuses_a_duplicate(client: TestClient, engine: Any) -> None:
     name = unique("Cafe")
     assert client.post("/senders", json={"name": name, "channel": "viber"}).status_code == 201
     duplicate = client.post("/senders", json={"name": name, "channel": "viber"})
-    assert duplicate.status_code == 409 and "registered for viber already" in duplicate.json()["detail"]
+    assert duplicate.status_code == 409 and "registered for viber already" in duplicate.json()["error"]["message"]
     assert name in [s["name"] for s in client.get("/senders", params={"channel": "viber"}).json()]
     assert name not in [s["name"] for s in client.get("/senders", params={"channel": "sms"}).json()]
     assert client.post("/senders", json={"name": name, "channel": "pigeon"}).status_code == 422
@@ -356,16 +359,16 @@ def test_templates_over_http_on_the_running_api(stack: Any, auth: dict[str, str]
 
     base = stack.api_url
     sender = f"HTTP{uuid.uuid4().hex[:6]}"
-    assert httpx.post(f"{base}/senders", json={"name": sender, "channel": "sms"}, headers=auth).status_code in (200, 201)
+    assert httpx.post(f"{base}/v1/senders", json={"name": sender, "channel": "sms"}, headers=auth).status_code in (200, 201)
     body = {"name": f"http template {sender}", "channels": [{"channel": "sms", "text": "Hi {name}", "sender": sender}]}
-    created = httpx.post(f"{base}/templates", json=body, headers=auth)
+    created = httpx.post(f"{base}/v1/templates", json=body, headers=auth)
     assert created.status_code in (200, 201), created.text
     template_id = created.json()["id"]
-    found = httpx.get(f"{base}/templates", params={"search": sender.lower()}, headers=auth).json()
+    found = httpx.get(f"{base}/v1/templates", params={"search": sender.lower()}, headers=auth).json()
     assert [t["id"] for t in found] == [template_id]
     body["channels"][0]["text"] = "Hello {name}"
-    assert httpx.put(f"{base}/templates/{template_id}", json=body, headers=auth).json()["channels"][0]["text"] == "Hello {name}"
-    refused = httpx.post(f"{base}/templates", json={**body, "channels": [{"channel": "sms", "text": "x", "sender": "NOBODY"}]}, headers=auth)
+    assert httpx.put(f"{base}/v1/templates/{template_id}", json=body, headers=auth).json()["channels"][0]["text"] == "Hello {name}"
+    refused = httpx.post(f"{base}/v1/templates", json={**body, "channels": [{"channel": "sms", "text": "x", "sender": "NOBODY"}]}, headers=auth)
     assert refused.status_code == 422 and "notiflow sender add NOBODY --channel sms" in refused.text
-    assert httpx.delete(f"{base}/templates/{template_id}", headers=auth).status_code in (200, 204)
-    assert httpx.get(f"{base}/templates/{template_id}", headers=auth).status_code == 404
+    assert httpx.delete(f"{base}/v1/templates/{template_id}", headers=auth).status_code in (200, 204)
+    assert httpx.get(f"{base}/v1/templates/{template_id}", headers=auth).status_code == 404

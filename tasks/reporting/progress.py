@@ -114,9 +114,9 @@ def publish_summary(task_id: int) -> str:
         lines += [f"- {number} × {escape(reason)}" for reason, number in reasons]
     lines += [
         "",
-        f"![delivery funnel]({signed_link(f'/tasks/{task_id}/funnel.svg')})",
+        f"![delivery funnel]({signed_link(f'/v1/tasks/{task_id}/funnel.svg')})",
         "",
-        f"[Download the Excel report]({signed_link(f'/tasks/{task_id}/report.xlsx')}) · on the server: `{task.report_path}`",
+        f"[Download the Excel report]({signed_link(f'/v1/tasks/{task_id}/report.xlsx')}) · on the server: `{task.report_path}`",
     ]
     markdown = "\n".join(lines)
     create_markdown_artifact(markdown, key=artifact_key(task_id, "summary"), description=f"Summary of {escape(task.name)}")
