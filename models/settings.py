@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     trusted_hosts: list[str] = Field(default_factory=list)
     # Request bodies the API takes: a multipart upload (a task file) up to api_max_upload_bytes, any other
     # body (JSON, a provider's delivery report) up to api_max_json_bytes; larger ones are answered 413.
-    api_max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    # Uploads take what a task file may be (task_file_max_bytes): a million-row file is tens of MiB.
+    api_max_upload_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
     api_max_json_bytes: int = Field(default=1024 * 1024, ge=1024)
     # Requests a second each API token may make on average, and at once (a token bucket per API process).
     api_rate_per_second: float = Field(default=100.0, gt=0)
