@@ -33,7 +33,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from controls import free_port  # noqa: E402
 
+# One task per message at the carrier's latency: 2,000 of them take 400 s with a 200 ms carrier, 200 say as much.
 NAIVE_MESSAGES = 2000
+NAIVE_MESSAGES_SLOW = 200
 
 
 def configure(accept_ms: int, database: str, report_seconds: float) -> Path:
@@ -143,15 +145,16 @@ def main() -> None:
         def naive(count: int) -> int:
             return sum(1 for index in range(count) if send_one(index))
 
+        naive_messages = NAIVE_MESSAGES if args.accept_ms < 50 else NAIVE_MESSAGES_SLOW
         started = time.perf_counter()
-        naive(NAIVE_MESSAGES)
-        naive_rate = NAIVE_MESSAGES / (time.perf_counter() - started)
+        naive(naive_messages)
+        naive_rate = naive_messages / (time.perf_counter() - started)
 
         print(f"{args.messages:,} SMS, carrier answering in {args.accept_ms} ms, reports after {args.report_seconds} s, {args.database}, "
               f"{carrier.capabilities.in_flight} requests of {per_request} in flight")
         print(f"flow:   {sent:,} accepted in {flow_seconds:.1f} s = {flow_rate:,.0f}/s")
         print(f"raw:    {accepted:,} accepted in {raw_seconds:.1f} s = {raw_rate:,.0f}/s")
-        print(f"naive:  {naive_rate:,.0f}/s (one task per message, {NAIVE_MESSAGES:,} sent; {args.messages / naive_rate:,.0f} s extrapolated)")
+        print(f"naive:  {naive_rate:,.0f}/s (one task per message, {naive_messages:,} sent; {args.messages / naive_rate:,.0f} s extrapolated)")
         print(f"flow / raw = {flow_rate / raw_rate:.2f}   flow / naive = {flow_rate / naive_rate:.1f}x")
         httpx.get(f"{settings.sandbox_url}/stats", timeout=10)
     finally:
