@@ -135,6 +135,7 @@ def test_link_dropped_between_batches_is_bound_again_and_nothing_is_sent_twice(
     route: SmscSimulator, tmp_path: Path, engine: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("NOTIFLOW_DISPATCH_BATCH_SIZE", "4")
+    monkeypatch.setenv("NOTIFLOW_DISPATCH_SPAN_SECONDS", "0.001")  # one request a dispatch
     get_settings.cache_clear()
     recipients = numbers(8)
     task_id, owner = ready(tmp_path, [[phone, f"batch message {i}"] for i, phone in enumerate(recipients)])

@@ -165,7 +165,9 @@ def _send_due(
     renewed = time.monotonic()  # dispatch() renewed the lease just before
     while True:
         while claiming and len(running) < provider.capabilities.in_flight:
-            if time.monotonic() >= until or tally.fault is not None or throttled_until(provider.name):
+            # A span ends only after one request at least, so every call moves the task on, however short its span.
+            over = time.monotonic() >= until and (tally.requests or running)
+            if over or tally.fault is not None or throttled_until(provider.name):
                 claiming = False
                 break
             # The lease lasts lease_seconds: renewing it every second is as safe as at every claim, and cheaper.
