@@ -11,10 +11,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
+from sqlmodel import Session
 
 from api.auth import require_webhook_secret
 from api.errors import ApiError, documented
-from models.db import session_scope
+from models.db import in_transaction
 from providers.base import Provider, ProviderRejected, StatusReport
 from providers.registry import UnknownProvider, provider_named
 from tasks.delivery.track import apply_reports, unknown_ids
@@ -48,8 +49,7 @@ async def provider_reports(instance: str, request: Request) -> ReportsApplied:
 
 def _apply_pushed(instance: str, payload: Any) -> ReportsApplied:
     provider, reports = _parse_reports(instance, payload)
-    with session_scope() as session:
-        applied = apply_reports(session, provider.name, reports, "webhook")
+    applied = in_transaction(lambda session: apply_reports(session, provider.name, reports, "webhook"))
     return ReportsApplied(received=len(reports), applied=applied)
 
 
@@ -61,10 +61,12 @@ def provider_report_in_query(instance: str, request: Request) -> ReportsApplied:
     not applied: the provider asks again later (Kannel: smsbox's http-request-retry and http-queue-delay)."""
     payload = {key: value for key, value in request.query_params.items() if key != "secret"}
     provider, reports = _parse_reports(instance, payload)
-    with session_scope() as session:
+    def apply(session: Session) -> tuple[set[str], int]:
         # Asked before applying: a message recorded in between is then applied, never answered 200 unapplied.
         unknown = unknown_ids(session, provider.name, [r.provider_message_id for r in reports])
-        applied = apply_reports(session, provider.name, [r for r in reports if r.provider_message_id not in unknown], "webhook")
+        return unknown, apply_reports(session, provider.name, [r for r in reports if r.provider_message_id not in unknown], "webhook")
+
+    unknown, applied = in_transaction(apply)
     if unknown:
         raise ApiError(404, "message_not_known_yet", f"no {instance} message {sorted(unknown)[0]!r} (yet): ask again later")
     return ReportsApplied(received=len(reports), applied=applied)

@@ -1,11 +1,12 @@
 """Database engine, schema migrations and sessions: SQLite file by default, PostgreSQL by URL."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from alembic import command
@@ -13,11 +14,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from models.settings import get_settings
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -85,6 +88,28 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def in_transaction(work: Callable[[Session], T], *, attempts: int = 3) -> T:
+    """`work` in a transaction of its own, run again from the start when PostgreSQL ended it to break a
+    deadlock or a serialization conflict (it rolled everything back, so nothing is applied twice).
+
+    Writers lock message rows in id order (models/history.py), but one transaction of several bulk
+    changes (reports of two statuses) still takes them group by group; such a conflict is rare and
+    retried here rather than failing a poll, a webhook or a dispatch."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_scope() as session:
+                return work(session)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _RETRIED_SQLSTATES or attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+# deadlock_detected and serialization_failure: the transaction was rolled back and may simply run again.
+_RETRIED_SQLSTATES = ("40P01", "40001")
 
 
 def insert_new(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:

@@ -162,9 +162,16 @@ def _move(
     """One conditional UPDATE … RETURNING, and one event for each message it moved (and its callback, for a
     message with a callback url); returns how many."""
     at = utcnow()
+    leaving = Message.status.in_([s.value for s in allowed])
+    if session.get_bind().dialect.name == "postgresql":
+        # Every writer locks the rows it changes in id order: two bulk changes of the same messages (a poll and
+        # a webhook, joined on provider ids) locked them in whatever order their joins ran, and deadlocked.
+        # ORDER BY is applied before the lock, so the locks are taken in that order.
+        locked = select(Message.id).where(condition, leaving).order_by(Message.id).with_for_update(of=Message).correlate(None)
+        condition = Message.id.in_(locked.scalar_subquery()) & condition
     moving = (
         update(Message)
-        .where(condition, Message.status.in_([s.value for s in allowed]))
+        .where(condition, leaving)
         .values(status=status.value, status_updated_at=at, **values)
         .returning(Message.id, Message.task_id, Message.status_description, _CALLS_BACK.label("calls_back"))
     )

@@ -7,14 +7,17 @@ with its delivery time, and its history holds exactly one event per move that ha
 from __future__ import annotations
 
 import multiprocessing
+import threading
+import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import insert, select
 
-from models.db import session_scope
+from models.db import in_transaction, session_scope
 from models.history import record_each, transition
 from models.status import MessageStatus
 from models.tables import Message, NotificationTask, StatusEvent, utcnow
@@ -179,3 +182,37 @@ def test_each_change_keeps_its_own_values_in_one_bulk_write(engine: Any) -> None
         (ids[0], "SENT", "accepted", "dispatch"), (ids[1], "SENT", "accepted (reconciled)", "dispatch"),
         (ids[2], "ERROR", "refused: bad number", "dispatch"), (ids[3], "ERROR", "refused: blocked", "dispatch"),
     ]
+
+
+def test_a_transaction_postgresql_ends_to_break_a_deadlock_runs_again_and_commits_once(engine: Any) -> None:
+    """in_transaction: the writer PostgreSQL picks as a deadlock's victim is rolled back whole and run again."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: no deadlock to break")
+    task_id, _ = make_task(2, MessageStatus.SENT)
+    with session_scope() as session:
+        first, second = session.scalars(select(Message.id).where(Message.task_id == task_id).order_by(Message.id)).all()
+    holds_second, first_taken = threading.Event(), threading.Event()
+
+    def other_writer() -> None:  # locks the second message, then wants the first: the opposite order
+        with session_scope() as session:
+            session.execute(select(Message.id).where(Message.id == second).with_for_update())
+            holds_second.set()
+            first_taken.wait(10)
+            time.sleep(0.3)  # the other writer is waiting for the second by now: its wait is the older, it is the victim
+            session.execute(select(Message.id).where(Message.id == first).with_for_update())
+
+    attempts: list[int] = []
+
+    def work(session: Any) -> int:
+        attempts.append(1)
+        session.execute(select(Message.id).where(Message.id == first).with_for_update())
+        first_taken.set()
+        return transition(session, Message.id.in_([first, second]), MessageStatus.DELIVERED, "delivered", "webhook")
+
+    other = threading.Thread(target=other_writer)
+    other.start()
+    assert holds_second.wait(10)
+    moved = in_transaction(work)
+    other.join(10)
+    assert moved == 2 and len(attempts) == 2  # the first attempt was the victim, the second committed
+    assert events_by_message([task_id]) == {first: ["DELIVERED"], second: ["DELIVERED"]}

@@ -8,13 +8,14 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import and_, func, select, update
+from sqlmodel import Session
 
-from models.db import session_scope
+from models.db import in_transaction, session_scope
 from models.history import record_each, transition
 from models.settings import get_settings
 from models.status import ACCEPTED_STATUSES, FINAL_STATUSES, MessageStatus
 from models.tables import Message, utcnow
-from providers.base import ProviderError
+from providers.base import ProviderError, StatusReport
 from providers.registry import provider_named
 from tasks.delivery.parts import resolve_partly_reported
 from tasks.delivery.track import apply_reports
@@ -64,10 +65,13 @@ def poll(task_id: int, provider_name: str) -> PollResult:
         except ProviderError as exc:
             error = str(exc)
             break
-        with session_scope() as session:
-            updated += apply_reports(session, provider.name, reports, "poll")
-            updated += resolve_partly_reported(session, provider.name, [m.id for m in due], now)
+        def apply(session: Session, due: list[Any] = due, reports: list[StatusReport] = reports) -> int:
+            changed = apply_reports(session, provider.name, reports, "poll")
+            changed += resolve_partly_reported(session, provider.name, [m.id for m in due], now)
             _plan_next_polls(session, due, schedule, now)
+            return changed
+
+        updated += in_transaction(apply)
     if error is None:
         with session_scope() as session:
             # Spec §1: a message not delivered within its sending lifetime becomes EXPIRED (a late report

@@ -11,8 +11,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from sqlalchemy import and_, select, update
+from sqlmodel import Session
 
-from models.db import session_scope
+from models.db import in_transaction, session_scope
 from models.history import record_each, transition
 from models.settings import get_settings
 from models.status import FINAL_STATUSES, Channel, MessageStatus, TaskState
@@ -152,10 +153,12 @@ def record_acceptances(
                 "id": message_id, "status": MessageStatus.ERROR.value,
                 "status_description": f"refused by {provider.name}: {acceptance.error}", "provider": provider.name,
             })
-    with session_scope() as session:
+    def record(session: Session) -> None:
         record_each(session, changes, source)
         # With the message's own id, in one transaction: a receipt for any part finds its message.
         record_parts(session, provider.name, parts, now)
+
+    in_transaction(record)
     return sent, refused
 
 
