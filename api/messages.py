@@ -345,7 +345,11 @@ def list_messages(
 
 
 def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    """The moment in UTC (naive: UTC already); one that UTC cannot hold (year 1 at +05:00) is the client's mistake."""
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as exc:
+        raise ApiError(422, "invalid_request", f"{moment.isoformat()} is out of range in UTC; give a time between the years 1 and 9999") from exc
 
 
 def _not_found(message_id: int) -> ApiError:

@@ -115,14 +115,14 @@ def accept_notifications(
              for item, cells in enumerate(notifications) if not any(v is not None for v in cells.values())]
     if empty:
         raise NotificationsRefused(empty)
-    task_id = api_task(token_id, token_name)
     names = sorted({name for cells in notifications for name in cells})
     columns = Columns(index={name: position for position, name in enumerate(names)})
     # Checked as rows 1…n; each gets its row of the task once the request is known to be valid.
     rows = [(item + 1, [cells.get(name) for name in names]) for item, cells in enumerate(notifications)]
-    checked = check_rows(rows, _rules(task_id, columns))
+    checked = check_rows(rows, _rules(columns))
     if checked.rejections:
         raise NotificationsRefused([(error.row - 1, error) for error in checked.rejections])
+    task_id = api_task(token_id, token_name)  # only a valid request starts the day's task
 
     by_row: dict[int, list[dict[str, Any]]] = {}
     for message in checked.messages:
@@ -138,9 +138,13 @@ def accept_notifications(
 
     with session_scope() as session:
         known = _rows_by_key(session, list(first_of))
-        new_rows = [row for row in sorted(by_row) if row not in unique_ids or
-                    (first_of[unique_key(token_id, unique_ids[row])] == row and unique_key(token_id, unique_ids[row]) not in known)]
+    new_rows = [row for row in sorted(by_row) if row not in unique_ids or
+                (first_of[unique_key(token_id, unique_ids[row])] == row and unique_key(token_id, unique_ids[row]) not in known)]
+    # Rows are numbered in a transaction of their own: the task's row stays locked for a moment, not for the
+    # whole insert (a request that fails after it leaves a gap in the numbers, nothing else).
+    with session_scope() as session:
         placed = _place(session, task_id, new_rows)
+    with session_scope() as session:
         messages = [message | {"task_id": task_id, "row": placed[row]} for row in new_rows for message in by_row[row]]
         now = unique_stamp()
         message_store("dicts").insert(session, messages, now)
@@ -156,10 +160,11 @@ def accept_notifications(
     return results
 
 
-def _rules(task_id: int, columns: Columns) -> RowRules:
+def _rules(columns: Columns) -> RowRules:
+    """The rules a task file's rows are checked by; the messages get their task and row once they are stored."""
     settings = get_settings()
     return RowRules(
-        task_id=task_id, columns=columns, region=settings.default_region, account_zone=settings.timezone,
+        task_id=0, columns=columns, region=settings.default_region, account_zone=settings.timezone,
         default_channel=Channel.SMS, default_sender=settings.sms_sender, directory=directory(), prices=settings.prices,
         smart_encoding=settings.smart_encoding, link_base=settings.public_url or settings.api_url, message_form="dicts",
         environment=settings_environment(),
