@@ -51,12 +51,10 @@ def send(api: httpx.Client, phones: list[str], marker: str) -> list[int]:
 def test_a_message_sent_through_the_api_reaches_the_carrier_and_its_history_shows_sent_and_delivered(
         stack: Any, api: httpx.Client) -> None:
     marker = uuid.uuid4().hex
-    posted = time.monotonic()
     ids = send(api, [f"+7916777{n:04d}" for n in range(5)], marker)
+    # How soon is bench/api_latency.py's to measure: here the carrier may be shared with a campaign of another test.
     wait_until(lambda: received(stack, ids) == len(ids), timeout=60, interval=0.1,
                what=f"the carrier to receive the API's messages; server log:\n{stack.log_tail()}")
-    # Well within the time a flow run per request would need to start.
-    assert time.monotonic() - posted < 10
 
     def final() -> list[dict[str, Any]] | None:
         shown = [api.get(f"/v1/messages/{i}").json() for i in ids]
