@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from api import checks, errors, public, reports, task_templates, tasks, templates, tokens, webhooks
+from api import checks, errors, messages, public, reports, task_templates, tasks, templates, tokens, webhooks
 from api.auth import TrustedHosts, require_token, trusted_hosts
 from api.errors import documented
 from api.inputs import refuse_control_characters
@@ -24,7 +24,7 @@ from models.params import NotificationTaskParams
 from models.settings import get_settings
 
 API_VERSION = "v1"
-V1_ROUTERS: list[APIRouter] = [templates.router, tasks.router, reports.router, checks.router, task_templates.router, tokens.router]
+V1_ROUTERS: list[APIRouter] = [messages.router, templates.router, tasks.router, reports.router, checks.router, task_templates.router, tokens.router]
 
 
 @asynccontextmanager

@@ -30,6 +30,7 @@ def require_token(request: Request, credentials: HTTPAuthorizationCredentials | 
     name = authenticate(credentials.credentials) if credentials is not None else None
     if name is not None:
         token_limiter().check(name)
+        request.state.token_name = name  # whose API task a send goes to, whose Idempotency-Keys it may replay
         return
     query = request.query_params
     if request.method in ("GET", "HEAD") and signature_valid(request.url.path, query.get("expires", ""), query.get("signature", "")):

@@ -54,9 +54,11 @@ class ErrorResponse(BaseModel):
 class ApiError(StarletteHTTPException):
     """An HTTP error with its own machine code: `raise ApiError(409, "task_not_pausable", "…")`."""
 
-    def __init__(self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: list[dict[str, str]] | None = None):
         super().__init__(status_code=status_code, detail=message, headers=headers)
         self.code = code
+        self.details = details or []
 
 
 def error_body(code: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -80,7 +82,7 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     code = getattr(exc, "code", None) or STATUS_CODES.get(exc.status_code, f"http_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) and exc.detail and exc.detail != _default_phrase(exc.status_code) \
         else STATUS_MESSAGES.get(exc.status_code, _default_phrase(exc.status_code))
-    return JSONResponse(error_body(code, message), status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse(error_body(code, message, getattr(exc, "details", None)), status_code=exc.status_code, headers=exc.headers)
 
 
 async def _invalid(_request: Request, exc: Exception) -> JSONResponse:

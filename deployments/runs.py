@@ -11,6 +11,7 @@ from uuid import UUID
 import httpx
 from prefect.client.schemas.objects import FlowRun
 
+from flows.api_dispatcher import API_DISPATCHER
 from flows.campaign import NOTIFICATION_TASK
 from flows.track import TRACK_DELIVERY
 from models.errors import NotiflowError
@@ -57,6 +58,13 @@ def start_tracking(task_id: int, occasion: str) -> FlowRun:
             f"task {task_id}: could not start {TRACK_DELIVERY} ({exc}); its sent messages are not followed "
             "until it runs: check that `notiflow server` is running"
         ) from exc
+
+
+def start_api_dispatcher() -> FlowRun:
+    """Start a run of the api-dispatcher deployment (the supervisor of `notiflow server` keeps one alive)."""
+    from prefect.deployments import run_deployment
+
+    return run_deployment(API_DISPATCHER, timeout=0, flow_run_name="api-dispatcher")
 
 
 def answers(url: str) -> bool:

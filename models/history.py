@@ -12,6 +12,7 @@ transaction commits ids lower than ones already visible, which a cursor would ha
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,15 +36,18 @@ _CALLS_BACK = _COLUMNS.params["callback url"].as_string().is_not(None)
 _EVENT_IDS = func.nextval(select(func.pg_get_serial_sequence(StatusEvent.__tablename__, "id")).scalar_subquery())
 
 _last_stamp = datetime.min.replace(tzinfo=utcnow().tzinfo)
+_stamp_lock = threading.Lock()
 
 
 def unique_stamp() -> datetime:
-    """Now, but never equal to the previous stamp of this process: it tags one bulk insert's rows."""
+    """Now, but never equal to the previous stamp of this process: it tags one bulk insert's rows (the API's
+    request threads take stamps at once, hence the lock)."""
     global _last_stamp
-    now = utcnow()
-    if now <= _last_stamp:
-        now = _last_stamp + timedelta(microseconds=1)
-    _last_stamp = now
+    with _stamp_lock:
+        now = utcnow()
+        if now <= _last_stamp:
+            now = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = now
     return now
 
 

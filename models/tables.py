@@ -67,6 +67,8 @@ class NotificationTask(SQLModel, table=True):
     """A campaign built from one uploaded file; one flow run of the notification-task deployment."""
 
     __tablename__ = "notification_task"
+    # One API task per token and day (api/messages.py): two requests starting the day cannot make two.
+    __table_args__ = (Index("uq_notification_task_api_day", "api_token_id", "api_day", unique=True),)
 
     id: int | None = Field(default=None, primary_key=True)
     # Unique across databases: the prefix of every message's idempotency key at the provider.
@@ -91,6 +93,10 @@ class NotificationTask(SQLModel, table=True):
     ingested_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    # Set on the tasks POST /v1/messages writes into, one per API token and day (the account's zone,
+    # "YYYY-MM-DD"); the api-dispatcher flow sends them. None for a task from a file.
+    api_token_id: int | None = None
+    api_day: str | None = Field(default=None, sa_column=Column(String(10)))
 
 
 class Message(SQLModel, table=True):
@@ -108,6 +114,9 @@ class Message(SQLModel, table=True):
         _partial_index("ix_message_task_waits", "waits_for", "task_id", "row"),
         # Dispatch claims the next due messages of a task, high priority first, in row order within it.
         Index("ix_message_claim", "task_id", "status", "priority", "id"),
+        # An API message's unique message id, per token (see unique_key): the database refuses a second one.
+        Index("uq_message_unique_key", "unique_key", "step", unique=True,
+              sqlite_where=text("unique_key IS NOT NULL"), postgresql_where=text("unique_key IS NOT NULL")),
     )
 
     id: int | None = Field(default=None, sa_column=Column(_BIGINT_ID, primary_key=True, autoincrement=True))
@@ -140,6 +149,9 @@ class Message(SQLModel, table=True):
     template_name: str | None = Field(default=None, sa_column=Column(String(255)))
     validity_period: int = Field(default=1440, description="minutes from scheduled_at until EXPIRED")
     unique_message_id: str | None = Field(default=None, sa_column=Column(Text))
+    # API messages only: SHA-256 of the token's id and the unique message id (an id may be 10 KB, too long to
+    # index), so a repeat through any of the token's API tasks finds the first message.
+    unique_key: str | None = Field(default=None, sa_column=Column(String(64)))
     # Scheduling inputs from the row: earliest send time (send at / start date + time), its own
     # windows (allowed time ranges), and every zone the number may be in (strict local time).
     not_before: datetime | None = _ts()
@@ -313,6 +325,22 @@ class ShortLink(SQLModel, table=True):
     message_id: int = Field(foreign_key="message.id", nullable=False, index=True)
     url: str = Field(sa_column=Column(Text, nullable=False))
     clicks: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ApiRequest(SQLModel, table=True):
+    """A POST /v1/messages answered 201 with an `Idempotency-Key`: the same key again gets this answer again."""
+
+    __tablename__ = "api_request"
+    __table_args__ = (UniqueConstraint("api_token_id", "key", name="uq_api_request_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    api_token_id: int = Field(foreign_key="api_token.id", nullable=False)
+    key: str = Field(sa_column=Column(String(255), nullable=False))
+    # SHA-256 of the request body: a key sent again with another body is a client's mistake, not a retry.
+    request_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    status_code: int
+    response: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

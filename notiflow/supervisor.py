@@ -6,6 +6,9 @@ active tasks: a suspended run's unsent messages become PAUSED and its pause lose
 timeout (which would otherwise fail the campaign), a cancelled run's become CANCELED, a crashed or
 failed run marks its task failed. A cancelled or crashed run also gets a track-delivery run, which
 follows the messages it had handed to providers to their final status and writes the report.
+
+It also keeps one run of the api-dispatcher deployment alive (the HTTP API's sends): a run that crashed,
+was killed or cancelled is replaced within a second or two of the runner noticing.
 """
 from __future__ import annotations
 
@@ -14,15 +17,23 @@ import threading
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Suspended
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Crashed, Suspended
 from sqlalchemy import select
 
 from models.db import session_scope
 from models.status import ENDED_TASK_STATES, TaskState
 from models.tables import NotificationTask
-from deployments.runs import start_tracking
+from deployments.runs import start_api_dispatcher, start_tracking
+from flows.api_dispatcher import API_DISPATCHER
 from tasks.control.control import cancel_unsent, hold_unsent, mark_failed
 
 logger = logging.getLogger("notiflow.supervisor")
@@ -72,13 +83,46 @@ def apply_run_state(client: SyncPrefectClient, run: FlowRun, task_id: int, task_
         mark_failed(task_id, f"flow run {state.name.lower()}: {state.message or ''}".strip(": "))
 
 
+# A run in one of these states is (or is about to be) a live dispatcher.
+_ALIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED]
+
+
+class DispatcherKeeper:
+    """Keeps one api-dispatcher run alive: starts one when none is scheduled, pending or running."""
+
+    def __init__(self) -> None:
+        self.deployment_id: UUID | None = None
+
+    def check(self, client: SyncPrefectClient) -> None:
+        if self.deployment_id is None:
+            try:
+                self.deployment_id = client.read_deployment_by_name(API_DISPATCHER).id
+            except ObjectNotFound:
+                return  # `notiflow server` has not registered its deployments yet
+            # Runs a stopped `notiflow server` left Running have no process any more: they are not alive.
+            for run in self._alive(client):
+                client.set_flow_run_state(run.id, Crashed(message="left over from a notiflow server that stopped"), force=True)
+        if not self._alive(client):
+            run = start_api_dispatcher()
+            logger.info("started api-dispatcher run %s", run.id)
+
+    def _alive(self, client: SyncPrefectClient) -> list[FlowRun]:
+        assert self.deployment_id is not None
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[self.deployment_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_ALIVE)),
+        ), limit=10)
+
+
 def supervise_forever(stop: threading.Event, interval: float = 1.0) -> None:
+    keeper = DispatcherKeeper()
     with get_client(sync_client=True) as client:
         while not stop.is_set():
-            try:
-                supervise_once(client)
-            except Exception:  # the supervisor must outlive a database or API hiccup
-                logger.exception("supervisor pass failed; trying again")
+            for step in (supervise_once, keeper.check):
+                try:
+                    step(client)
+                except Exception:  # the supervisor must outlive a database or API hiccup
+                    logger.exception("supervisor pass failed; trying again")
             stop.wait(interval)
 
 

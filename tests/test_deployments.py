@@ -5,6 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 from deployments import declared, served_deployments, served_names
+from flows.api_dispatcher import API_DISPATCHER
 from flows.callbacks import DELIVER_CALLBACKS
 from flows.campaign import NOTIFICATION_TASK
 from flows.track import TRACK_DELIVERY
@@ -35,7 +36,7 @@ def test_scheduled_deployments_run_in_the_account_time_zone() -> None:
 
 
 def test_the_deployments_the_code_starts_runs_of_are_served() -> None:
-    assert {NOTIFICATION_TASK, TRACK_DELIVERY, DELIVER_CALLBACKS} <= set(served_names())
+    assert {NOTIFICATION_TASK, TRACK_DELIVERY, DELIVER_CALLBACKS, API_DISPATCHER} <= set(served_names())
 
 
 def test_callbacks_are_delivered_by_a_deployment_that_runs_every_minute() -> None:

@@ -93,3 +93,33 @@ def mark_failed(task_id: int, reason: str) -> None:
             task.state, task.state_description = TaskState.FAILED, reason
             task.finished_at = utcnow()
             session.add(task)
+
+
+# A single message may be cancelled while it waits (spec §3); a QUEUED one may be claimed for sending any moment.
+MESSAGE_CANCELABLE = (MessageStatus.CREATED, MessageStatus.DELAYED, MessageStatus.PAUSED)
+
+
+def cancel_message(message_id: int, reason: str = "cancelled by the user before sending") -> tuple[MessageStatus, list[int]] | None:
+    """Cancel one message that is CREATED, DELAYED or PAUSED, and the later channels of its chain still waiting for
+    it (cancelling is not failing: its fallback is not sent either). Returns its status afterwards and the ids
+    cancelled (none: it could not be); None when there is no such message."""
+    with session_scope() as session:
+        found = session.execute(select(Message.task_id, Message.row, Message.step).where(Message.id == message_id)).first()
+        if found is None:
+            return None
+        lock_task(session, found.task_id)  # the task row before its messages, as dispatch, pause and cancel do
+        unsent = and_(Message.handed_at.is_(None), Message.provider_message_id.is_(None))
+        moved = transition(session, and_(Message.id == message_id, unsent), MessageStatus.CANCELED, reason, "cancel",
+                           from_statuses=MESSAGE_CANCELABLE)
+        cancelled = [message_id] if moved else []
+        if moved:
+            waiting = and_(Message.task_id == found.task_id, Message.row == found.row, Message.step > found.step,
+                           Message.waits_for.is_not(None), unsent)
+            ids = list(session.scalars(select(Message.id).where(waiting, Message.status == MessageStatus.CREATED.value)))
+            if ids:
+                transition(session, and_(Message.id.in_(ids), waiting), MessageStatus.CANCELED,
+                           f"cancelled with message {message_id}, whose fallback it was", "cancel",
+                           from_statuses=[MessageStatus.CREATED])
+                cancelled += ids
+        status = MessageStatus(session.scalar(select(Message.status).where(Message.id == message_id)))
+    return status, cancelled

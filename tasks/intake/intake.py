@@ -134,7 +134,7 @@ def _store_rows(task_id: int, path: str, channels: list[str], workers: Workers) 
             with session_scope(engine) as session:
                 store.insert(session, messages, now)
                 insert_new(session, Rejection, [_rejection(task_id, e) for e in rejections])
-                _store_short_links(session, task_id, links)
+                store_short_links(session, task_id, links)
                 log_changes_at(session, now, "intake")
             messages.clear()
             rejections.clear()
@@ -242,7 +242,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _store_short_links(session: Any, task_id: int, links: dict[int, RowLinks]) -> None:
+def store_short_links(session: Any, task_id: int, links: dict[int, RowLinks]) -> None:
     """Store the links of the messages this chunk really inserted: a re-run's rows are stored already,
     with the codes in their stored text, and get no second set."""
     if not links:

@@ -72,10 +72,12 @@ class Planner:
         return next_slot(earliest, self.windows(own, template_id), self.zones(zone, candidates))
 
 
-def planner_for(session: Session, task_id: int) -> Planner:
+def planner_for(session: Session, task_id: int, among: ColumnElement[bool] | None = None) -> Planner:
+    """The task's planner, knowing the windows of the templates its messages (those `among`, if given) use."""
     notification_task = session.get(NotificationTask, task_id)
     assert notification_task is not None, f"notification task {task_id} does not exist"
-    used = select(Message.template_id).where(Message.task_id == task_id, Message.template_id.is_not(None)).distinct()
+    used = select(Message.template_id).where(Message.task_id == task_id, Message.template_id.is_not(None))
+    used = (used.where(among) if among is not None else used).distinct()
     template_windows = {tid: list(w) for tid, w in session.execute(select(Template.id, Template.windows).where(Template.id.in_(used)))}
     return Planner(tuple(notification_task.windows or ()), template_windows, get_settings().strict_local_time)
 
@@ -94,6 +96,15 @@ def schedule(task_id: int, now: datetime | None = None) -> ScheduleResult:
         _reschedule(session, planner, and_(mine, Message.status == MessageStatus.PAUSED.value), now,
                     "validity period ran out while the task was paused", tally)
         tally.expired += reschedule_closed(session, task_id, now)
+    return tally
+
+
+def schedule_new(session: Session, task_id: int, among: ColumnElement[bool], now: datetime) -> ScheduleResult:
+    """Schedule the task's CREATED messages `among` (those an API request just wrote) in the caller's
+    transaction, exactly as schedule() would, so the request can answer with their send times."""
+    tally = ScheduleResult()
+    created = and_(Message.task_id == task_id, among, Message.waits_for.is_(None), Message.status == MessageStatus.CREATED.value)
+    _schedule_created(session, planner_for(session, task_id, among), created, now, tally)
     return tally
 
 
@@ -167,4 +178,4 @@ def _waiting(slot: Slot, zone: str, due: bool) -> str:
     return f"waiting for its window, {slot.start.astimezone(ZoneInfo(zone)):%Y-%m-%d %H:%M} local time"
 
 
-__all__ = ["Planner", "ScheduleResult", "planner_for", "reschedule_closed", "schedule"]
+__all__ = ["Planner", "ScheduleResult", "planner_for", "reschedule_closed", "schedule", "schedule_new"]
