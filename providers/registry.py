@@ -35,6 +35,7 @@ KINDS: dict[str, str] = {
     "smtp": "providers.smtp:SmtpProvider",
     "smpp": "providers.smpp:SmppProvider",
     "http": "providers.http_sms:HttpSmsProvider",
+    "telegram": "providers.telegram:TelegramBot",
 }
 
 
