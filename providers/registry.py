@@ -36,6 +36,7 @@ KINDS: dict[str, str] = {
     "smpp": "providers.smpp:SmppProvider",
     "http": "providers.http_sms:HttpSmsProvider",
     "telegram": "providers.telegram:TelegramBot",
+    "viber": "providers.viber:ViberBot",
 }
 
 
