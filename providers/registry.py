@@ -37,6 +37,7 @@ KINDS: dict[str, str] = {
     "http": "providers.http_sms:HttpSmsProvider",
     "telegram": "providers.telegram:TelegramBot",
     "viber": "providers.viber:ViberBot",
+    "whatsapp": "providers.whatsapp:WhatsAppCloud",
 }
 
 
