@@ -38,6 +38,7 @@ KINDS: dict[str, str] = {
     "telegram": "providers.telegram:TelegramBot",
     "viber": "providers.viber:ViberBot",
     "whatsapp": "providers.whatsapp:WhatsAppCloud",
+    "fcm": "providers.fcm:FcmProject",
 }
 
 
