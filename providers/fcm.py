@@ -201,7 +201,7 @@ class FcmProject(PerMessageProvider):
         if response.status_code == 200 and answer.get("name"):
             return Outcome(Acceptance(ref=message.ref, provider_message_id=str(answer["name"])))
         code = _error_code(response)
-        error = answer.get("error") if isinstance(answer.get("error"), Mapping) else {}
+        error = _mapping(answer.get("error"))
         said = f"{code} (HTTP {response.status_code}): {error.get('message') or response.text[:200]}"
         if code in RETRIED or response.status_code == 429 or response.status_code >= 500:
             wait = response.headers.get("Retry-After")
@@ -255,3 +255,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
+    return value if isinstance(value, Mapping) else {}

@@ -29,6 +29,7 @@ across chats, 1 a second in one chat, 20 a minute in one group; texts up to 4,09
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal, Self
 
@@ -131,7 +132,7 @@ class TelegramBot(PerMessageProvider):
         answer = _json(response)
         code = response.status_code
         description = str(answer.get("description") or "")
-        parameters = answer.get("parameters") if isinstance(answer.get("parameters"), dict) else {}
+        parameters = _mapping(answer.get("parameters"))
         if code == 429:
             wait = parameters.get("retry_after") or response.headers.get("Retry-After")
             return Outcome(fault=ProviderUnavailable(
@@ -157,13 +158,13 @@ def _chat_id(message: OutgoingMessage) -> str | None:
 
 def _button(message: OutgoingMessage) -> dict[str, str] | None:
     """An inline URL button from the `button text` and `button url` params (or the `button` JSON)."""
-    button = message.params.get("button") if isinstance(message.params.get("button"), dict) else {}
+    button = _mapping(message.params.get("button"))
     text = message.params.get("button text") or button.get("text")
     url = message.params.get("button url") or button.get("url")
     return {"text": str(text), "url": str(url)} if text and url else None
 
 
-def _reason(code: int, description: str, parameters: dict[str, Any]) -> str:
+def _reason(code: int, description: str, parameters: Mapping[str, Any]) -> str:
     if parameters.get("migrate_to_chat_id"):
         return f"the group became a supergroup: send to its new chat id {parameters['migrate_to_chat_id']}"
     words = description.partition(": ")[2] if ": " in description else description
@@ -179,3 +180,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
+    return value if isinstance(value, Mapping) else {}

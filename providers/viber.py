@@ -214,7 +214,7 @@ def _image(message: OutgoingMessage) -> str | None:
 
 
 def _button(message: OutgoingMessage) -> tuple[str, str] | None:
-    button = message.params.get("button") if isinstance(message.params.get("button"), Mapping) else {}
+    button = _mapping(message.params.get("button"))
     text = message.params.get("button text") or button.get("text")
     url = message.params.get("button url") or button.get("url")
     return (str(text), str(url)) if text and url else None
@@ -233,3 +233,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
+    return value if isinstance(value, Mapping) else {}

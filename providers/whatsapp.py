@@ -165,7 +165,7 @@ class WhatsAppCloud(PerMessageProvider):
         if response.status_code == 200 and isinstance(messages, list) and messages and isinstance(messages[0], Mapping) \
                 and messages[0].get("id"):
             return Outcome(Acceptance(ref=message.ref, provider_message_id=str(messages[0]["id"])))
-        error = answer.get("error") if isinstance(answer.get("error"), Mapping) else {}
+        error = _mapping(answer.get("error"))
         code = error.get("code") if isinstance(error.get("code"), int) else None
         said = _said(error) or f"HTTP {response.status_code}"
         if response.status_code == 429 or code in THROTTLED:
@@ -292,3 +292,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return answer if isinstance(answer, dict) else {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
+    return value if isinstance(value, Mapping) else {}
