@@ -133,6 +133,9 @@ class Capabilities:
     in_flight: int = 1
     per_second: float | None = None
     max_body_bytes: int = 1_000_000
+    # The longest text one message may carry (a messenger's limit, in characters); longer ones are refused
+    # before any request. None: no limit of its own (SMS text is split into parts instead).
+    max_text_chars: int | None = None
     # The most SMS parts of one message the provider sends (None: no limit, or not SMS).
     max_parts: int | None = None
     reports: Reports = Reports.POLL
@@ -227,21 +230,33 @@ class HttpProvider(Provider):
     def close(self) -> None:
         self._client.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """Send one request, mapping transport trouble onto ProviderUnavailable/ProviderRejected."""
+    def _exchange(self, method: str, path: str, *, shown_path: str | None = None, **kwargs: Any) -> httpx.Response:
+        """Send one request and return the answer whatever its HTTP code (an adapter whose service explains
+        a refusal in the body maps it itself); transport trouble becomes ProviderUnavailable. `shown_path`
+        is what messages name instead of `path` when the path holds a secret (Telegram's bot token)."""
         self.requests += 1
+        shown = shown_path or path
         started = time.perf_counter()
         try:
-            response = self._client.request(method, path, **kwargs)
+            return self._client.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ProviderUnavailable(f"{self.name}: {method} {shown} could not connect ({type(exc).__name__})") from None
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(
-                f"{self.name}: {method} {path} timed out ({type(exc).__name__})", outcome_unknown=True
-            ) from exc
+                f"{self.name}: {method} {shown} timed out ({type(exc).__name__}); the service may have taken it",
+                outcome_unknown=True,
+            ) from None
         except httpx.TransportError as exc:
-            raise ProviderUnavailable(f"{self.name}: {method} {path} failed: {exc}") from exc
+            # The request may have gone before the connection broke; the exception's text may hold the URL.
+            raise ProviderUnavailable(f"{self.name}: {method} {shown} failed ({type(exc).__name__})",
+                                      outcome_unknown=True) from None
         finally:
             elapsed = time.perf_counter() - started
-            logger.debug("%s %s %s took %.3f s", self.name, method, path, elapsed)
+            logger.debug("%s %s %s took %.3f s", self.name, method, shown, elapsed)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Send one request, mapping transport trouble onto ProviderUnavailable/ProviderRejected."""
+        response = self._exchange(method, path, **kwargs)
         if response.status_code == 429:
             retry_after = response.headers.get("Retry-After")
             raise ProviderUnavailable(

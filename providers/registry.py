@@ -35,6 +35,10 @@ KINDS: dict[str, str] = {
     "smtp": "providers.smtp:SmtpProvider",
     "smpp": "providers.smpp:SmppProvider",
     "http": "providers.http_sms:HttpSmsProvider",
+    "telegram": "providers.telegram:TelegramBot",
+    "viber": "providers.viber:ViberBot",
+    "whatsapp": "providers.whatsapp:WhatsAppCloud",
+    "fcm": "providers.fcm:FcmProject",
 }
 
 
