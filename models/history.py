@@ -122,7 +122,7 @@ def record_each(
             if within is not None:
                 condition = condition & within
             target = MessageStatus(status)
-            moved += _move(session, condition, target, may_become(target), source, values)
+            moved += _move(session, condition, target, may_become(target), source, values, in_id_order=True)
     return moved
 
 
@@ -161,16 +161,18 @@ def _given(session: Session, by: str, differing: list[str], chunk: list[dict[str
 
 def _move(
     session: Session, condition: ColumnElement[bool], status: MessageStatus, allowed: list[MessageStatus],
-    source: str, values: dict[str, Any],
+    source: str, values: dict[str, Any], *, in_id_order: bool = False,
 ) -> int:
     """One conditional UPDATE … RETURNING, and one event for each message it moved (and its callback, for a
-    message with a callback url); returns how many."""
+    message with a callback url); returns how many. `in_id_order`: on PostgreSQL, lock the rows in id order first."""
     at = utcnow()
     leaving = Message.status.in_([s.value for s in allowed])
-    if session.get_bind().dialect.name == "postgresql":
-        # Every writer locks the rows it changes in id order: two bulk changes of the same messages (a poll and
-        # a webhook, joined on provider ids) locked them in whatever order their joins ran, and deadlocked.
-        # ORDER BY is applied before the lock, so the locks are taken in that order.
+    if in_id_order and session.get_bind().dialect.name == "postgresql":
+        # The per-message writers (dispatch's answers, polls, webhooks: chunks of 500 joined on ids or provider
+        # ids) lock their rows in id order: two of them on the same messages locked them in whatever order
+        # their joins ran, and deadlocked. ORDER BY is applied before the lock, so the locks follow it. Not
+        # for a change by condition (a whole task scheduled, paused, cancelled): locking a million rows
+        # first doubled a schedule's work, and no per-message writer touches the messages it moves.
         locked = select(Message.id).where(condition, leaving).order_by(Message.id).with_for_update(of=Message).correlate(None)
         condition = Message.id.in_(locked.scalar_subquery()) & condition
     moving = (
