@@ -53,6 +53,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 _BIGINT_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
+IN_FLIGHT = "handed_at IS NOT NULL AND provider_message_id IS NULL"
+
+
 def _partial_index(name: str, present: str, *columns: str) -> Index:
     """An index of the rows where `present` is set, on SQLite and PostgreSQL alike."""
     where = text(f"{present} IS NOT NULL")
@@ -114,6 +117,10 @@ class Message(SQLModel, table=True):
         _partial_index("ix_message_task_waits", "waits_for", "task_id", "row"),
         # Dispatch claims the next due messages of a task, high priority first, in row order within it.
         Index("ix_message_claim", "task_id", "status", "priority", "id"),
+        # Messages in flight (handed to a provider, no answer recorded): a few at any time, asked for at every
+        # dispatch span; without it each span scanned every queued message of a million-message task.
+        Index("ix_message_in_flight", "task_id", "channel",
+              sqlite_where=text(IN_FLIGHT), postgresql_where=text(IN_FLIGHT)),
         # An API message's unique message id, per token (see unique_key): the database refuses a second one.
         Index("uq_message_unique_key", "unique_key", "step", unique=True,
               sqlite_where=text("unique_key IS NOT NULL"), postgresql_where=text("unique_key IS NOT NULL")),

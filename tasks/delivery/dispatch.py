@@ -88,7 +88,8 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
         task_state = lock_task(session, task_id)
         stopped = task_state in (TaskState.PAUSED, TaskState.CANCELLED)
         if not stopped:
-            expired, uid = _make_due(session, task_id, channel, utcnow())
+            thorough = time.monotonic() - _swept.get((task_id, channel), -_SWEEP_SECONDS) >= _SWEEP_SECONDS
+            expired, uid = _make_due(session, task_id, channel, utcnow(), thorough)
     if stopped:
         # Paused (by a user, or by the error threshold) or cancelled from outside while this process
         # was between batches: send nothing, and say paused, so the flow suspends instead of
@@ -101,6 +102,11 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     tally = _Tally()
     if throttled_until(provider.name) is None:
         _send_due(task_id, owner, channel, provider, uid, tally, time.monotonic() + settings.dispatch_span_seconds)
+    if not tally.requests and not thorough and tally.stopped_by is None:
+        # Nothing was claimable: what is left may be past its window or validity, which only the sweep tells.
+        with session_scope() as session:
+            lock_task(session, task_id)
+            expired += _make_due(session, task_id, channel, utcnow(), thorough=True)[0]
     fault = tally.fault
     if fault is None and not tally.requests and settled.error:
         fault = ProviderUnavailable(settled.error)
@@ -123,24 +129,36 @@ def dispatch(task_id: int, owner: str, channel: Channel) -> DispatchResult:
     )
 
 
-def _make_due(session: Any, task_id: int, channel: Channel, now: datetime) -> tuple[int, str]:
-    """Under the task's lock: expire what is past its validity, reschedule what missed its window, and queue
-    what is due; returns how many expired and the task's uid (the messages' key prefix)."""
+# When each task and channel was last swept for messages past their validity or window, in this process.
+_swept: dict[tuple[int, Channel], float] = {}
+_SWEEP_SECONDS = 30.0
+
+
+def _make_due(session: Any, task_id: int, channel: Channel, now: datetime, thorough: bool) -> tuple[int, str]:
+    """Under the task's lock: queue what is due, and (`thorough`) expire what is past its validity and reschedule
+    what missed its window; returns how many expired and the task's uid (the messages' key prefix).
+
+    The sweep reads every unsent message of the task (a second for a million on PostgreSQL), so a span does it
+    at most every _SWEEP_SECONDS, or when nothing was claimable: claims never take a message past its
+    validity or window in any case (_claim), the sweep only gives such messages their status sooner."""
     uid = session.scalar(select(NotificationTask.uid).where(NotificationTask.id == task_id))
     unsent = and_(
         Message.task_id == task_id, Message.channel == channel.value,
         Message.provider_message_id.is_(None), Message.handed_at.is_(None),
     )
-    expired = transition(
-        session,
-        and_(unsent, Message.status.in_([s.value for s in SCHEDULED_STATUSES]),
-             Message.expires_at <= now),
-        MessageStatus.EXPIRED,
-        "validity period passed before the message could be sent",
-        "dispatch",
-    )
-    # A window that closed while the message waited (a pause, carrier faults, a late wake-up).
-    expired += reschedule_closed(session, task_id, now)
+    expired = 0
+    if thorough:
+        _swept[(task_id, channel)] = time.monotonic()
+        expired = transition(
+            session,
+            and_(unsent, Message.status.in_([s.value for s in SCHEDULED_STATUSES]),
+                 Message.expires_at <= now),
+            MessageStatus.EXPIRED,
+            "validity period passed before the message could be sent",
+            "dispatch",
+        )
+        # A window that closed while the message waited (a pause, carrier faults, a late wake-up).
+        expired += reschedule_closed(session, task_id, now)
     transition(
         session,
         and_(unsent, Message.status == MessageStatus.DELAYED.value, Message.scheduled_at <= now),
