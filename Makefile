@@ -8,7 +8,7 @@ PG_URL ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
 # resume), so two overlap on two cores; each worker is its own session with its own server. The two
 # database suites run one after the other: side by side (four workers, four servers on two cores) they
 # were no quicker on a slow machine and left the timing-sensitive end-to-end tests too little headroom.
-PYTEST_ARGS ?= -n 2 --dist worksteal
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=15
 
 .PHONY: demo test test-sqlite test-postgres stop server install bench clean
 
