@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from controls import start_server, stop_server  # noqa: E402
 from dispatch import configure  # noqa: E402
 
 LOCK = Path("/tmp/bench.lock")
@@ -57,9 +57,7 @@ def main() -> None:
         from models.settings import get_settings
         from notiflow.stack import deployments_registered
 
-        log = (home / "server.log").open("wb")
-        server = subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        server = start_server(home)
         get_engine()
         settings = get_settings()
         while not deployments_registered():
@@ -123,12 +121,7 @@ def main() -> None:
             print(f"MISSING: {count - len(latencies)} messages never reached the carrier")
     finally:
         if server is not None:
-            # The whole group: notiflow server's Prefect server, sandbox carrier and API with it.
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_server(server)
         LOCK.unlink(missing_ok=True)
 
 

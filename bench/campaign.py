@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from controls import start_server, stop_server  # noqa: E402
 from dispatch import configure  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache"
@@ -71,9 +70,7 @@ def main() -> None:
     from models.tables import Message, NotificationTask
     from notiflow.stack import deployments_registered
 
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = start_server(home)
     engine = get_engine()
     settings = get_settings()
     try:
@@ -130,12 +127,7 @@ def main() -> None:
               f"(by the poll); sending {sending:.0f} s = {sent / sending:,.0f}/s")
         print(f"upload to every message SENT: {total:.0f} s ({total / 60:.1f} min) for {sent:,} messages; target ≤ 300 s")
     finally:
-        # The whole group: notiflow server's Prefect server, sandbox carrier and API with it.
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_server(server)
 
 
 if __name__ == "__main__":

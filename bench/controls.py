@@ -32,6 +32,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def start_server(home: Path) -> subprocess.Popen[bytes]:
+    """`notiflow server` (Prefect server, served deployments, sandbox carrier, API) in a process group of its own,
+    its output in home/server.log."""
+    log = (home / "server.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Stop the whole group: notiflow server's Prefect server, sandbox carrier and API with it."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+
+
 def configure() -> Path:
     home = Path(tempfile.mkdtemp(prefix="notiflow-bench-"))
     prefect, sandbox, api = free_port(), free_port(), free_port()
@@ -69,8 +86,7 @@ def main() -> None:
     from notiflow.stack import deployments_registered
     from tests.files import phones, write_xlsx
 
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = start_server(home)
     engine = get_engine()
     try:
         while not deployments_registered():
@@ -157,8 +173,7 @@ def main() -> None:
             "cancel_until_cancelled": stats(cancel_s),
         }, indent=2))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(30)
+        stop_server(server)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from controls import free_port  # noqa: E402
+from controls import free_port, start_server, stop_server  # noqa: E402
 
 # One task per message at the carrier's latency: 2,000 of them take 400 s with a 200 ms carrier, 200 say as much.
 NAIVE_MESSAGES = 2000
@@ -88,9 +87,7 @@ def main() -> None:
     from providers.sandbox.adapter import SandboxCarrier
     from tests.files import phones, write_xlsx
 
-    log = (home / "server.log").open("wb")
-    server = subprocess.Popen([sys.executable, "-m", "notiflow.cli", "server"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    server = start_server(home)
     engine = get_engine()
     settings = get_settings()
     try:
@@ -158,12 +155,7 @@ def main() -> None:
         print(f"flow / raw = {flow_rate / raw_rate:.2f}   flow / naive = {flow_rate / naive_rate:.1f}x")
         httpx.get(f"{settings.sandbox_url}/stats", timeout=10)
     finally:
-        # The whole group: notiflow server's Prefect server, sandbox carrier and API with it.
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_server(server)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ from models.settings import Settings
 from models.status import Channel
 from providers.account_options import FIX, AccountOptions, ProviderAccountError, endpoint, read_options, secret
 from providers.base import Acceptance, Capabilities, OutgoingMessage, ProviderRejected, ProviderUnavailable, Reports
-from providers.per_message import Outcome, PerMessageProvider
+from providers.per_message import Outcome, PerMessageProvider, as_mapping, json_object
 
 DEFAULT_URL = "https://fcm.googleapis.com"
 DEFAULT_TOKEN_URL = "https://oauth2.googleapis.com/token"
@@ -157,7 +157,7 @@ class FcmProject(PerMessageProvider):
         response = self._exchange("POST", self._token_url, data={
             "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
             "assertion": self.service_account.assertion(self._token_url, now)})
-        answer = _json(response)
+        answer = json_object(response)
         if response.status_code == 429 or response.status_code >= 500:
             raise ProviderUnavailable(f"{self.name}: Google's token endpoint answered HTTP {response.status_code}")
         if response.status_code != 200 or not answer.get("access_token"):
@@ -197,11 +197,11 @@ class FcmProject(PerMessageProvider):
         return self._outcome(message, response)
 
     def _outcome(self, message: OutgoingMessage, response: httpx.Response) -> Outcome:
-        answer = _json(response)
+        answer = json_object(response)
         if response.status_code == 200 and answer.get("name"):
             return Outcome(Acceptance(ref=message.ref, provider_message_id=str(answer["name"])))
         code = _error_code(response)
-        error = _mapping(answer.get("error"))
+        error = as_mapping(answer.get("error"))
         said = f"{code} (HTTP {response.status_code}): {error.get('message') or response.text[:200]}"
         if code in RETRIED or response.status_code == 429 or response.status_code >= 500:
             wait = response.headers.get("Retry-After")
@@ -236,7 +236,7 @@ def _device(message: OutgoingMessage) -> str:
 
 def _error_code(response: httpx.Response) -> str:
     """FCM's errorCode from the FcmError detail, else the error's canonical status."""
-    error = _json(response).get("error")
+    error = json_object(response).get("error")
     if not isinstance(error, Mapping):
         return ""
     for detail in error.get("details") or []:
@@ -247,16 +247,3 @@ def _error_code(response: httpx.Response) -> str:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
-    return value if isinstance(value, Mapping) else {}

@@ -64,7 +64,7 @@ from providers.base import (
     Reports,
     StatusReport,
 )
-from providers.per_message import Outcome, PooledHttpProvider, send_each
+from providers.per_message import Outcome, PooledHttpProvider, send_each, settle
 from providers.http_sms_options import (
     MISSING,
     REF_ID,
@@ -199,27 +199,7 @@ class HttpSmsProvider(PooledHttpProvider):
         """One request per message, `in_flight` at once. Answers are returned; a message with no answer (not
         started within BATCH_SECONDS) is left out, so the dispatcher reconciles it. A fault is raised with
         the answers given before it; a refused login refuses what it stopped."""
-        outcomes = send_each(self._requests(), batch, self._send_one, start_within=BATCH_SECONDS)
-        answered = [o.acceptance for o in outcomes if o is not None and o.acceptance is not None]
-        login = next((o.refused_login for o in outcomes if o is not None and o.refused_login), None)
-        faults = [o.fault for o in outcomes if o is not None and o.fault is not None]
-        if login is not None:
-            if not answered:
-                raise login
-            answered += [Acceptance(ref=m.ref, provider_message_id=None, error=str(login))
-                         for m, o in zip(batch, outcomes) if o is not None and o.refused_login]
-        if faults:
-            # The dispatcher records the answers and gives the rest back (or leaves them to be reconciled,
-            # when a request may have reached the aggregator), held for the longest Retry-After.
-            waits = [f.retry_after for f in faults if f.retry_after is not None]
-            raise ProviderUnavailable(str(faults[0]), retry_after=max(waits) if waits else None,
-                                      outcome_unknown=any(f.outcome_unknown for f in faults), answered=answered)
-        if not answered:
-            raise ProviderUnavailable(f"{self.name}: no request started within {BATCH_SECONDS:.0f} s")
-        if len(answered) < len(batch):
-            logger.warning("%s: %d of %d messages got no request in time; they are reconciled", self.name,
-                           len(batch) - len(answered), len(batch))
-        return answered
+        return settle(self.name, batch, send_each(self._requests(), batch, self._send_one, start_within=BATCH_SECONDS))
 
     def _send_one(self, message: OutgoingMessage) -> Outcome:
         options = self.options

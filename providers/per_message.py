@@ -3,12 +3,13 @@ as that many requests, several at once, by the adapter itself (it declares in_fl
 from __future__ import annotations
 
 import logging
-from abc import abstractmethod
 import threading
 import time
-from collections.abc import Callable, Sequence
+from abc import abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -140,3 +141,17 @@ class PerMessageProvider(PooledHttpProvider):
     @abstractmethod
     def _send_one(self, message: OutgoingMessage) -> Outcome:
         """One message's request and what it came to."""
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's JSON object, or an empty one when it is not JSON or not an object (answers are read defensively)."""
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
+    return value if isinstance(value, Mapping) else {}

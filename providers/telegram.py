@@ -40,7 +40,7 @@ from models.settings import Settings
 from models.status import Channel
 from providers.account_options import AccountOptions, endpoint, read_options, secret
 from providers.base import Acceptance, Capabilities, OutgoingMessage, ProviderRejected, ProviderUnavailable, Reports
-from providers.per_message import Outcome, PerMessageProvider
+from providers.per_message import Outcome, PerMessageProvider, as_mapping, json_object
 
 DEFAULT_URL = "https://api.telegram.org"
 TEXT_LIMIT = 4096
@@ -129,10 +129,10 @@ class TelegramBot(PerMessageProvider):
         return self._outcome(message, chat_id, response)
 
     def _outcome(self, message: OutgoingMessage, chat_id: str, response: httpx.Response) -> Outcome:
-        answer = _json(response)
+        answer = json_object(response)
         code = response.status_code
         description = str(answer.get("description") or "")
-        parameters = _mapping(answer.get("parameters"))
+        parameters = as_mapping(answer.get("parameters"))
         if code == 429:
             wait = parameters.get("retry_after") or response.headers.get("Retry-After")
             return Outcome(fault=ProviderUnavailable(
@@ -158,7 +158,7 @@ def _chat_id(message: OutgoingMessage) -> str | None:
 
 def _button(message: OutgoingMessage) -> dict[str, str] | None:
     """An inline URL button from the `button text` and `button url` params (or the `button` JSON)."""
-    button = _mapping(message.params.get("button"))
+    button = as_mapping(message.params.get("button"))
     text = message.params.get("button text") or button.get("text")
     url = message.params.get("button url") or button.get("url")
     return {"text": str(text), "url": str(url)} if text and url else None
@@ -172,16 +172,3 @@ def _reason(code: int, description: str, parameters: Mapping[str, Any]) -> str:
     if known:
         return known
     return f"Telegram refused it (HTTP {code}): {description or 'no description'}"[:300]
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
-    return value if isinstance(value, Mapping) else {}

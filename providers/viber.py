@@ -51,7 +51,7 @@ from models.settings import Settings
 from models.status import Channel, MessageStatus
 from providers.account_options import AccountOptions, endpoint, read_options, secret
 from providers.base import Acceptance, Capabilities, OutgoingMessage, ProviderRejected, ProviderUnavailable, Reports, StatusReport
-from providers.per_message import Outcome, PerMessageProvider
+from providers.per_message import Outcome, PerMessageProvider, as_mapping, json_object
 
 DEFAULT_URL = "https://chatapi.viber.com/pa"
 TEXT_LIMIT = 7000
@@ -151,7 +151,7 @@ class ViberBot(PerMessageProvider):
         if response.status_code >= 500 or response.status_code == 429:
             return Outcome(fault=ProviderUnavailable(f"{self.name}: Viber answered HTTP {response.status_code}",
                                                      retry_after=self.options.retry_after if response.status_code == 429 else None))
-        answer = _json(response)
+        answer = json_object(response)
         status = answer.get("status")
         described = f"{answer.get('status_message') or 'no status_message'}"
         if response.status_code == 200 and status == 0 and answer.get("message_token") is not None:
@@ -214,7 +214,7 @@ def _image(message: OutgoingMessage) -> str | None:
 
 
 def _button(message: OutgoingMessage) -> tuple[str, str] | None:
-    button = _mapping(message.params.get("button"))
+    button = as_mapping(message.params.get("button"))
     text = message.params.get("button text") or button.get("text")
     url = message.params.get("button url") or button.get("url")
     return (str(text), str(url)) if text and url else None
@@ -225,16 +225,3 @@ def _at(timestamp: Any) -> datetime:
         return datetime.fromtimestamp(int(timestamp) / 1000, UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return datetime.now(UTC)
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
-    return value if isinstance(value, Mapping) else {}

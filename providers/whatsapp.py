@@ -59,7 +59,7 @@ from models.settings import Settings
 from models.status import Channel, MessageStatus
 from providers.account_options import AccountOptions, ProviderAccountError, endpoint, read_options, secret
 from providers.base import Acceptance, Capabilities, OutgoingMessage, ProviderRejected, ProviderUnavailable, Reports, StatusReport
-from providers.per_message import Outcome, PerMessageProvider
+from providers.per_message import Outcome, PerMessageProvider, as_mapping, json_object
 
 DEFAULT_URL = "https://graph.facebook.com/v21.0"
 TEXT_LIMIT = 4096
@@ -160,12 +160,12 @@ class WhatsAppCloud(PerMessageProvider):
                                       headers={"Authorization": f"Bearer {self._token}"}, json=self._body(message))
         except ProviderUnavailable as fault:
             return Outcome(fault=fault)
-        answer = _json(response)
+        answer = json_object(response)
         messages = answer.get("messages")
         if response.status_code == 200 and isinstance(messages, list) and messages and isinstance(messages[0], Mapping) \
                 and messages[0].get("id"):
             return Outcome(Acceptance(ref=message.ref, provider_message_id=str(messages[0]["id"])))
-        error = _mapping(answer.get("error"))
+        error = as_mapping(answer.get("error"))
         code = error.get("code") if isinstance(error.get("code"), int) else None
         said = _said(error) or f"HTTP {response.status_code}"
         if response.status_code == 429 or code in THROTTLED:
@@ -284,16 +284,3 @@ def _said(error: Mapping[str, Any]) -> str:
     if error.get("code") is not None and words:
         words = f"{words} (code {error['code']})"
     return words
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        answer = response.json()
-    except ValueError:
-        return {}
-    return answer if isinstance(answer, dict) else {}
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """`value` when it is a JSON object, else an empty one (answers are read defensively)."""
-    return value if isinstance(value, Mapping) else {}
