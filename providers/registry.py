@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "viber": "providers.viber:ViberBot",
     "whatsapp": "providers.whatsapp:WhatsAppCloud",
     "fcm": "providers.fcm:FcmProject",
+    "chat": "providers.chat:ChatWebhook",
 }
 
 
